@@ -1,0 +1,7 @@
+"""AlignIQL: pretrained offline-RL agents that act by reweighting diffusion candidates with a learned Q/V."""
+
+from aligniql.agent import AlignIQLAgent, Candidates
+from aligniql.config import AlignIQLConfig
+
+__version__ = "0.1.0"
+__all__ = ["AlignIQLAgent", "AlignIQLConfig", "Candidates", "__version__"]

@@ -1,0 +1,258 @@
+"""`AlignIQLAgent`: load a checkpoint, then act in a Gymnasium loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from aligniql import hub
+from aligniql.config import EXTRACTIONS, SELECTIONS, AlignIQLConfig
+from aligniql.diffusion import make_schedule, sample
+from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
+from aligniql.observations import parse_observation
+from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights, idql_expectile_log_weights,
+                                idql_log_weights, select)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What ``act`` looked at for a batch of B observations with N candidates each (normalized actions)."""
+
+    actions: torch.Tensor  # (B, N, A) in [-1, 1]
+    q: torch.Tensor  # (B, N) target twin-min Q
+    v: torch.Tensor  # (B,)
+    log_weights: torch.Tensor  # (B, N)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N', 'auto' (CUDA when available) or a torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return dev
+
+
+class AlignIQLAgent(nn.Module):
+    """An IQL critic plus a diffusion behaviour policy, acting by reweighting diffusion candidates.
+
+    The module holds exactly what inference uses: the EMA denoiser, the *target* twin Q, V, the optional
+    AlignIQL-hard multiplier nets and Gaussian actor, and the observation/action normalization buffers.
+
+    Example:
+        >>> agent = AlignIQLAgent.from_pretrained("org/aligniql-hopper-medium")
+        >>> obs, info = env.reset(seed=0)
+        >>> action = agent.act(obs)   # np.float32 array inside env.action_space
+    """
+
+    def __init__(self, config: AlignIQLConfig) -> None:
+        super().__init__()
+        if not isinstance(config, AlignIQLConfig):
+            raise TypeError(f"AlignIQLAgent expects an AlignIQLConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.denoiser = Denoiser(c.obs_dim, c.act_dim, c.denoiser_hidden_dim, c.denoiser_blocks, c.time_dim,
+                                 c.denoiser_dropout)
+        self.critic = TwinQ(c.obs_dim, c.act_dim, c.hidden_dim)
+        self.value = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm)
+        self.alpha_net = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm) if c.use_multipliers else None
+        self.beta_net = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm) if c.use_multipliers else None
+        self.actor = GaussianActor(c.obs_dim, c.act_dim, c.hidden_dim) if c.use_gaussian_actor else None
+        low, high = c.bounds()
+        self.register_buffer("obs_mean", torch.zeros(c.obs_dim))
+        self.register_buffer("obs_std", torch.ones(c.obs_dim))
+        self.register_buffer("action_low", torch.tensor(low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.tensor(high, dtype=torch.float32))
+        self.schedule = make_schedule(c.beta_schedule, c.num_diffusion_steps)
+        self._core = self._act_normalized
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.obs_mean.device
+
+    def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
+        """Set the observation standardization (used when ``config.normalize_obs``)."""
+        mean_t, std_t = (torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in (mean, std))
+        if mean_t.shape != (self.config.obs_dim,) or std_t.shape != (self.config.obs_dim,):
+            raise ValueError(f"mean and std must have shape ({self.config.obs_dim},), got "
+                             f"{tuple(mean_t.shape)} and {tuple(std_t.shape)}")
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all() and (std_t > 0).all()):
+            raise ValueError("normalization statistics must be finite with std > 0")
+        self.obs_mean.copy_(mean_t)
+        self.obs_std.copy_(std_t)
+
+    # ------------------------------------------------------------------ acting
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std if self.config.normalize_obs else obs
+
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> the environment's bounds, clamped so that ``action_space.contains`` holds."""
+        span = self.action_high - self.action_low
+        return torch.minimum(torch.maximum(self.action_low + (action + 1) * 0.5 * span, self.action_low),
+                             self.action_high)
+
+    def unscale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The environment's bounds -> [-1, 1]."""
+        return 2 * (action - self.action_low) / (self.action_high - self.action_low) - 1
+
+    def propose(self, obs: torch.Tensor, *, num_samples: int, extraction: str, eta: float,
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Candidates:
+        """Sample N candidates per normalized observation (B, S) and score them."""
+        B, N, A = obs.shape[0], num_samples, self.config.act_dim
+        rep = obs.repeat_interleave(N, dim=0)  # (B*N, S), candidates of a state are contiguous
+        actions = sample(self.denoiser, rep, self.schedule, noise=noise, generator=generator,
+                         clip=self.config.clip_sampler, temperature=self.config.ddpm_temperature)
+        q = self.critic(rep, actions).view(B, N)
+        v = self.value(obs)
+        if extraction == "aligniql":
+            log_w = aligniql_log_weights(q, v, eta)
+        elif extraction == "aligniql_hard":
+            log_w = aligniql_hard_log_weights(q, self.beta_net(obs))
+        elif extraction == "idql":
+            log_w = idql_log_weights(q)
+        else:
+            log_w = idql_expectile_log_weights(q, v, self.config.expectile)
+        return Candidates(actions.view(B, N, A), q, v, log_w)
+
+    def _act_normalized(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None,
+                        num_samples: int, extraction: str, selection: str, eta: float,
+                        temperature: float) -> torch.Tensor:
+        """Raw observations (B, S) -> env-scaled actions (B, A); all randomness passed in, so it compiles."""
+        obs = self.normalize_obs(obs)
+        if extraction == "gaussian":
+            return self.scale_action(self.actor(obs)[0])
+        cand = self.propose(obs, num_samples=num_samples, extraction=extraction, eta=eta, noise=noise)
+        if selection == "argmax":
+            idx = cand.log_weights.argmax(dim=-1)
+        else:  # Gumbel-max with the uniform draws given; same distribution as selection.select
+            tiny = torch.finfo(gumbel_u.dtype).tiny
+            idx = (cand.log_weights / temperature - torch.log(-torch.log(gumbel_u.clamp_min(tiny)))).argmax(-1)
+        chosen = cand.actions[torch.arange(obs.shape[0], device=obs.device), idx]
+        return self.scale_action(chosen)
+
+    @torch.inference_mode()
+    def act(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
+            selection: str | None = None, eta: float | None = None, temperature: float | None = None,
+            generator: torch.Generator | None = None) -> np.ndarray | torch.Tensor:
+        """Choose actions for one observation or a batch, as a Gymnasium env gives them.
+
+        Args:
+            obs: numpy array or torch tensor of shape (obs_dim,) or (B, obs_dim); for goal-conditioned envs a
+                dict with the keys in ``config.obs_keys`` (each (dim,) or (B, dim)).
+            num_samples: N diffusion candidates per observation (default ``config.num_samples``).
+            extraction: ``aligniql``, ``aligniql_hard``, ``idql``, ``idql_expectile`` or ``gaussian``.
+            selection: ``argmax`` or ``softmax``.
+            eta, temperature: override the config's AlignIQL strength and softmax temperature.
+            generator: a ``torch.Generator`` for reproducible actions.
+
+        Returns:
+            Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy
+            input, a float32 torch tensor on the input's device for torch input.
+        """
+        c = self.config
+        n = c.num_samples if num_samples is None else num_samples
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        extraction = c.extraction if extraction is None else extraction
+        selection = c.selection if selection is None else selection
+        if extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
+        if extraction == "aligniql_hard" and self.beta_net is None:
+            raise ValueError("extraction='aligniql_hard' needs the multiplier nets alpha(s), beta(s), but this "
+                             "checkpoint has none (trained without use_multipliers); use 'aligniql' or 'idql'")
+        if extraction == "gaussian" and self.actor is None:
+            raise ValueError("extraction='gaussian' needs a Gaussian actor, but this checkpoint has none "
+                             "(trained without use_gaussian_actor)")
+        eta = c.eta if eta is None else float(eta)
+        temperature = c.temperature if temperature is None else float(temperature)
+        if eta <= 0 or temperature <= 0:
+            raise ValueError(f"eta and temperature must be > 0, got eta={eta}, temperature={temperature}")
+
+        parsed = parse_observation(obs, c, self.device)
+        B = parsed.obs.shape[0]
+        noise = gumbel_u = None
+        if extraction != "gaussian":
+            gen_device = generator.device if generator is not None else self.device
+            noise = torch.randn((c.num_diffusion_steps, B * int(n), c.act_dim), generator=generator,
+                                device=gen_device).to(self.device)
+            if selection == "softmax":
+                gumbel_u = torch.rand((B, int(n)), generator=generator, device=gen_device).to(self.device)
+        actions = self._core(parsed.obs, noise, gumbel_u, int(n), extraction, selection, eta, temperature)
+        if not parsed.batched:
+            actions = actions[0]
+        if parsed.as_torch:
+            return actions.to(parsed.out_device)
+        return actions.cpu().numpy().astype(np.float32, copy=False)
+
+    def compile(self, **kwargs: Any) -> AlignIQLAgent:  # type: ignore[override]
+        """Fast path for repeated ``act`` calls: ``torch.compile`` the whole sample-score-select step.
+
+        On CUDA the default mode is ``reduce-overhead`` (CUDA graphs: one launch per call for a fixed batch
+        size and N). Keyword arguments go to ``torch.compile``. Returns the agent.
+        """
+        kwargs.setdefault("mode", "reduce-overhead" if self.device.type == "cuda" else None)
+        kwargs.setdefault("dynamic", False)
+        self._core = torch.compile(self._act_normalized, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (each atomically) and return the directory."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        hub.save_tensors(self.state_dict(), path / hub.WEIGHTS_NAME,
+                         metadata={"format": "pt", "aligniql_format_version": str(self.config.format_version)})
+        self.config.to_json(path / hub.CONFIG_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, device: str | torch.device = "cpu") -> AlignIQLAgent:
+        """Load an agent from a local directory or a Hugging Face Hub repo id, strictly.
+
+        Args:
+            name_or_path: a directory written by ``save_pretrained``, or a repo id such as ``org/name``.
+            revision, cache_dir, token, local_files_only: passed to ``huggingface_hub.hf_hub_download``.
+            device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+        Returns:
+            The agent in eval mode on ``device``.
+
+        Example:
+            >>> agent = AlignIQLAgent.from_pretrained("org/aligniql-antmaze-large", device="auto")
+        """
+        dev = resolve_device(device)
+        folder = hub.resolve_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                                        local_files_only=local_files_only)
+        config = AlignIQLConfig.from_json(folder / hub.CONFIG_NAME)
+        agent = cls(config)
+        tensors = hub.load_tensors(folder / hub.WEIGHTS_NAME)
+        hub.check_state_dict(agent.state_dict(), tensors, str(folder / hub.WEIGHTS_NAME))
+        agent.load_state_dict(tensors, strict=True)
+        agent._check_loaded(folder)
+        return agent.to(dev).eval()
+
+    def _check_loaded(self, folder: Path) -> None:
+        if not (torch.isfinite(self.obs_mean).all() and torch.isfinite(self.obs_std).all()
+                and (self.obs_std > 0).all()):
+            raise ValueError(f"{folder}: observation normalization statistics are not finite and positive")
+        low, high = (torch.tensor(b, dtype=torch.float32) for b in self.config.bounds())
+        if not (torch.equal(low, self.action_low) and torch.equal(high, self.action_high)):
+            raise ValueError(f"{folder}: action bounds in model.safetensors ({self.action_low.tolist()}, "
+                             f"{self.action_high.tolist()}) disagree with config.json ({low.tolist()}, "
+                             f"{high.tolist()})")

@@ -1,0 +1,184 @@
+"""`AlignIQLConfig`: everything an agent needs to act, saved as ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+FORMAT_VERSION = 1
+
+Extraction = Literal["aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"]
+Selection = Literal["argmax", "softmax"]
+EXTRACTIONS: tuple[str, ...] = ("aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian")
+SELECTIONS: tuple[str, ...] = ("argmax", "softmax")
+REWARD_TRANSFORMS: tuple[str, ...] = ("none", "locomotion", "antmaze")
+
+
+@dataclass(frozen=True)
+class AlignIQLConfig:
+    """Architecture, inference defaults and data facts of one agent (ALGORITHM.md §8).
+
+    Only ``obs_dim`` and ``act_dim`` are required; everything else defaults to the values of the
+    official AlignIQL code. The config is flat and JSON-native so ``config.json`` stays readable.
+    """
+
+    obs_dim: int
+    """Length of the flat observation the networks see (dict observations: sum of ``obs_key_dims``)."""
+    act_dim: int
+    """Length of the action vector."""
+
+    # -- observations and actions, as the environment gives and takes them
+    obs_keys: tuple[str, ...] = ()
+    """For dict observations: the keys concatenated, in this order. Empty for flat observations."""
+    obs_key_dims: tuple[int, ...] = ()
+    """Length of each entry of ``obs_keys``."""
+    normalize_obs: bool = True
+    """Whether observations are standardized with the mean/std stored in ``model.safetensors``."""
+    action_low: tuple[float, ...] | None = None
+    """Lower action bound of the environment; ``None`` means -1 in every dimension."""
+    action_high: tuple[float, ...] | None = None
+    """Upper action bound of the environment; ``None`` means +1 in every dimension."""
+
+    # -- networks (ALGORITHM.md §2.3, §4.1)
+    hidden_dim: int = 256
+    """Width of the twin Q, V and multiplier MLPs (two hidden layers each)."""
+    value_layer_norm: bool = True
+    """LayerNorm on the input of V and of the multiplier nets, as the jaxrl5 MLP does."""
+    denoiser_hidden_dim: int = 256
+    denoiser_blocks: int = 3
+    time_dim: int = 128
+    """Size of the learnable Fourier time features (64 frequencies, cos and sin)."""
+    denoiser_dropout: float = 0.1
+    """Dropout inside the LN-ResNet blocks; active only in training."""
+
+    # -- diffusion (ALGORITHM.md §4.2, §4.4)
+    num_diffusion_steps: int = 5
+    beta_schedule: Literal["vp", "cosine", "linear"] = "vp"
+    clip_sampler: bool = True
+    """Clip the sample to [-1, 1] after every reverse step (official default)."""
+    ddpm_temperature: float = 1.0
+    """Scale of the noise added at each reverse step."""
+
+    # -- policy extraction at act() time (ALGORITHM.md §5, §7)
+    num_samples: int = 64
+    """N: diffusion candidates drawn per observation."""
+    extraction: Extraction = "aligniql"
+    """How candidates are scored: ``aligniql`` (-eta (Q-V)^2), ``aligniql_hard`` (-beta(s) Q),
+    ``idql`` (Q), ``idql_expectile`` (log |expectile - 1(Q<V)|), or ``gaussian`` (the weighted-
+    regression Gaussian actor's mean, no diffusion)."""
+    selection: Selection = "argmax"
+    """``argmax`` of the log-weights, or a ``softmax`` sample at ``temperature``."""
+    eta: float = 1.0
+    """AlignIQL soft-constraint strength; scales the log-weight, so it matters only for softmax."""
+    temperature: float = 1.0
+    """Softmax selection temperature: p = softmax(log_weights / temperature)."""
+    expectile: float = 0.7
+    """IQL expectile of V (0.7 locomotion, 0.9 AntMaze); also used by ``idql_expectile``."""
+
+    # -- which optional networks the checkpoint holds
+    use_multipliers: bool = False
+    """Whether the AlignIQL-hard multiplier nets alpha(s), beta(s) were trained and are stored."""
+    use_gaussian_actor: bool = False
+    """Whether a Gaussian weighted-regression actor is stored."""
+
+    # -- provenance: what Q and V were trained on (their scale depends on it)
+    discount: float = 0.99
+    reward_transform: str = "none"
+    """``none``, ``locomotion`` (r * reward_scale) or ``antmaze`` (r - 1)."""
+    reward_scale: float = 1.0
+    reward_shift: float = 0.0
+    """Training reward was ``r * reward_scale + reward_shift``."""
+    env_id: str | None = None
+    """Gymnasium id of the evaluation environment, when known."""
+    dataset_id: str | None = None
+    """Minari id of the training dataset, when known."""
+    format_version: int = FORMAT_VERSION
+    """Checkpoint format; loading a newer one than this package knows is refused."""
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"AlignIQLConfig: {msg}")
+
+        for name in ("obs_dim", "act_dim", "hidden_dim", "denoiser_hidden_dim", "denoiser_blocks",
+                     "num_diffusion_steps", "num_samples"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"{name} must be a positive int, got {value!r}")
+        need(self.time_dim > 0 and self.time_dim % 2 == 0, f"time_dim must be even, got {self.time_dim}")
+        need(len(self.obs_keys) == len(self.obs_key_dims),
+             f"obs_keys {self.obs_keys} and obs_key_dims {self.obs_key_dims} differ in length")
+        need(len(set(self.obs_keys)) == len(self.obs_keys), f"obs_keys has duplicates: {self.obs_keys}")
+        if self.obs_keys:
+            need(sum(self.obs_key_dims) == self.obs_dim,
+                 f"obs_key_dims {self.obs_key_dims} sum to {sum(self.obs_key_dims)}, not obs_dim={self.obs_dim}")
+        for name in ("action_low", "action_high"):
+            bound = getattr(self, name)
+            need(bound is None or len(bound) == self.act_dim,
+                 f"{name} must have act_dim={self.act_dim} entries, got {bound}")
+            need(bound is None or all(math.isfinite(b) for b in bound), f"{name} must be finite, got {bound}")
+        low, high = self.bounds()
+        need(all(lo < hi for lo, hi in zip(low, high)), f"action_low {low} must be < action_high {high}")
+        need(self.beta_schedule in ("vp", "cosine", "linear"), f"unknown beta_schedule {self.beta_schedule!r}")
+        need(self.extraction in EXTRACTIONS, f"extraction must be one of {EXTRACTIONS}, got {self.extraction!r}")
+        need(self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        need(self.reward_transform in REWARD_TRANSFORMS,
+             f"reward_transform must be one of {REWARD_TRANSFORMS}, got {self.reward_transform!r}")
+        need(self.eta > 0 and self.temperature > 0, "eta and temperature must be > 0")
+        need(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
+        need(0 <= self.denoiser_dropout < 1, f"denoiser_dropout must be in [0, 1), got {self.denoiser_dropout}")
+        need(self.extraction != "aligniql_hard" or self.use_multipliers,
+             "extraction='aligniql_hard' needs use_multipliers=True")
+        need(self.extraction != "gaussian" or self.use_gaussian_actor,
+             "extraction='gaussian' needs use_gaussian_actor=True")
+        need(isinstance(self.format_version, int) and self.format_version <= FORMAT_VERSION,
+             f"format_version {self.format_version} is newer than this aligniql understands "
+             f"({FORMAT_VERSION}); upgrade aligniql")
+
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(low, high) action bounds, with the [-1, 1] default filled in."""
+        low = self.action_low if self.action_low is not None else (-1.0,) * self.act_dim
+        high = self.action_high if self.action_high is not None else (1.0,) * self.act_dim
+        return tuple(low), tuple(high)
+
+    # -- serialization
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlignIQLConfig:
+        """Build a config from ``to_dict`` output; unknown or missing required keys raise."""
+        if not isinstance(data, dict):
+            raise TypeError(f"AlignIQLConfig.from_dict expects a dict, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"AlignIQLConfig: unknown keys {unknown}; known keys are {sorted(fields)}")
+        required = [n for n, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise ValueError(f"AlignIQLConfig: missing required keys {missing}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+    def to_json(self, path: str | Path) -> None:
+        from aligniql.hub import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> AlignIQLConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> AlignIQLConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,110 @@
+"""Files on disk and on the Hugging Face Hub: atomic writes, resolving a dir or repo id, strict safetensors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temp file in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(Path(path), write)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Save contiguous CPU copies to safetensors, atomically."""
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(cpu, tmp, metadata=metadata))
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ValueError naming every missing, unexpected or mis-shaped tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
+              for k in sorted(set(expected) & set(found)) if expected[k].shape != found[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    if shapes:
+        problems.append(f"mis-shaped tensors [{'; '.join(shapes)}]")
+    if problems:
+        raise ValueError(f"{source} does not match its config.json: " + ", ".join(problems)
+                         + ". The checkpoint is incomplete or was written for another configuration.")
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path), device="cpu")
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None = None,
+                       cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                       local_files_only: bool = False) -> Path:
+    """Return a local directory holding ``config.json`` and ``model.safetensors``.
+
+    A path that exists is used as is; anything else is taken as a Hub repo id and downloaded (or read from
+    the Hugging Face cache when offline or ``local_files_only``).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path} is a directory but has no {name}; expected a folder written by "
+                                        "AlignIQLAgent.save_pretrained (config.json + model.safetensors)")
+        return path
+    repo_id = str(name_or_path)
+    if path.exists() or not _REPO_ID.match(repo_id):
+        raise FileNotFoundError(f"{repo_id!r} is neither a local directory nor a Hugging Face repo id "
+                                "('org/name')")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    files = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            files.append(Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                              token=token, local_files_only=local_files_only)))
+        except LocalEntryNotFoundError as e:  # offline, or local_files_only, and not in the cache
+            raise FileNotFoundError(
+                f"{repo_id!r} (revision {revision or 'main'}) is not cached locally and could not be downloaded "
+                f"(offline mode, local_files_only, or no network); missing file {name}. Download it once with "
+                f"network access, or pass the path of a local directory.") from e
+        except (RepositoryNotFoundError, GatedRepoError) as e:
+            raise FileNotFoundError(f"Hugging Face repo {repo_id!r} does not exist or is not accessible "
+                                    "with the given token") from e
+        except RevisionNotFoundError as e:
+            raise FileNotFoundError(f"revision {revision!r} not found in Hugging Face repo {repo_id!r}") from e
+        except EntryNotFoundError as e:
+            raise FileNotFoundError(f"Hugging Face repo {repo_id!r} has no {name}; it is not an aligniql "
+                                    "checkpoint") from e
+    return files[0].parent

@@ -1,0 +1,132 @@
+"""Tensor-in, tensor-out networks, all in normalized observation/action space (ALGORITHM.md §2.3, §4.1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _xavier(layer: nn.Linear) -> nn.Linear:
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _lecun(layer: nn.Linear) -> nn.Linear:
+    # flax's Dense default (lecun_normal, zero bias); used inside the ResNet blocks like jaxrl5
+    nn.init.trunc_normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features) / 0.87962566103423978)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, *, input_layer_norm: bool = False) -> nn.Sequential:
+    """Two ReLU hidden layers then a linear head; jaxrl5's ``use_layer_norm`` normalizes the input only."""
+    layers: list[nn.Module] = [nn.LayerNorm(in_dim, eps=1e-6)] if input_layer_norm else []
+    layers += [_xavier(nn.Linear(in_dim, hidden_dim)), nn.ReLU(),
+               _xavier(nn.Linear(hidden_dim, hidden_dim)), nn.ReLU(),
+               _xavier(nn.Linear(hidden_dim, out_dim))]
+    return nn.Sequential(*layers)
+
+
+class TwinQ(nn.Module):
+    """Two independent Q(s, a) heads; ``forward`` returns their minimum, ``both`` the pair."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, hidden_dim, 1)
+        self.q2 = mlp(obs_dim + act_dim, hidden_dim, 1)
+
+    def both(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(*self.both(obs, actions))
+
+
+class StateNet(nn.Module):
+    """A scalar function of the state: the value V(s), or a multiplier alpha(s) / beta(s)."""
+
+    def __init__(self, obs_dim: int, hidden_dim: int, layer_norm: bool = True) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_dim, 1, input_layer_norm=layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class FourierFeatures(nn.Module):
+    """Learnable Fourier features of the raw integer step index (not normalized, ALGORITHM.md §12.2.4)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim // 2, 1) * 0.2)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * t @ self.weight.T
+        return torch.cat([torch.cos(f), torch.sin(f)], dim=-1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1 = _lecun(nn.Linear(dim, 4 * dim))
+        self.fc2 = _lecun(nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.silu(self.fc1(self.norm(self.dropout(x)))))
+
+
+class Denoiser(nn.Module):
+    """IDQL's LN-ResNet noise predictor eps(s, a_t, t) with learnable Fourier time features."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_blocks: int = 3,
+                 time_dim: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.time_features = FourierFeatures(time_dim)
+        self.time_mlp = nn.Sequential(_lecun(nn.Linear(time_dim, 2 * time_dim)), nn.SiLU(),
+                                      _lecun(nn.Linear(2 * time_dim, 2 * time_dim)))
+        self.input = _xavier(nn.Linear(act_dim + obs_dim + 2 * time_dim, hidden_dim))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden_dim, dropout) for _ in range(num_blocks))
+        self.output = _xavier(nn.Linear(hidden_dim, act_dim))
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """(M, 1) float step index -> (M, 2*time_dim) conditioning."""
+        return self.time_mlp(self.time_features(t))
+
+    def trunk(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = block(h)
+        return self.output(F.silu(h))  # activation before the head, as IDQL (ALGORITHM.md §12.2.5)
+
+    def forward(self, obs: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predict the noise. obs (M, S), noisy_actions (M, A), t (M, 1) float -> (M, A)."""
+        cond = self.time_embedding(t)
+        return self.trunk(self.input(torch.cat([noisy_actions, obs, cond], dim=-1)))
+
+    def split_input(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Split the first layer so sampling can project the state once instead of at every step.
+
+        Returns (obs_part (M, H) including the bias, W_action (H, A), W_time (H, 2*time_dim)).
+        """
+        a, s = self.act_dim, obs.shape[-1]
+        w = self.input.weight
+        return F.linear(obs, w[:, a:a + s], self.input.bias), w[:, :a], w[:, a + s:]
+
+
+class GaussianActor(nn.Module):
+    """IQL's policy: tanh mean from an MLP, state-independent log-std clipped to [-5, 2] (ALGORITHM.md §3)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_dim, act_dim)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(self.net(obs)), self.log_std.clamp(-5.0, 2.0).expand(obs.shape[0], -1)
