@@ -1,0 +1,119 @@
+"""The act() contract: what the env gives in, what the env takes out."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from aligniql import AlignIQLAgent, Candidates
+from tests.conftest import CUDA, tiny_agent
+
+DEVICES = ["cpu", *CUDA]
+
+
+def _obs(batch, kind, device, dict_obs):
+    rng = np.random.default_rng(0)
+    lead = (batch,) if batch else ()
+    if dict_obs:
+        arrays = {"observation": rng.normal(size=(*lead, 4)), "achieved_goal": rng.normal(size=(*lead, 2)),
+                  "desired_goal": rng.normal(size=(*lead, 2))}
+        return {k: torch.as_tensor(v, device=device) if kind == "torch" else v for k, v in arrays.items()}
+    arr = rng.normal(size=(*lead, 11))
+    return torch.as_tensor(arr, dtype=torch.float32, device=device) if kind == "torch" else arr
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dict_obs", [False, True], ids=["flat", "dict"])
+@pytest.mark.parametrize("batch", [0, 5], ids=["single", "batched"])
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_act_contract(kind, batch, dict_obs, device):
+    kw = dict(obs_dim=6, act_dim=2, obs_keys=("observation", "desired_goal"), obs_key_dims=(4, 2)) if dict_obs else {}
+    agent = tiny_agent(**kw, action_low=(-0.4,) * (2 if dict_obs else 3),
+                       action_high=(0.4,) * (2 if dict_obs else 3)).to(device)
+    act_dim = agent.config.act_dim
+    out = agent.act(_obs(batch, kind, device, dict_obs))
+    assert out.shape == ((batch, act_dim) if batch else (act_dim,))
+    if kind == "numpy":
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32
+        space = gym.spaces.Box(-0.4, 0.4, (act_dim,), np.float32)
+        rows = out if batch else out[None]
+        assert all(space.contains(a) for a in rows)
+    else:
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device.type == device
+        assert out.abs().max() <= 0.4
+
+
+def test_hopper_action_space_contains():
+    env = gym.make("Hopper-v5")
+    agent = tiny_agent()
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        action = agent.act(obs)
+        assert env.action_space.contains(action)
+        obs, *_ = env.step(action)
+
+
+def test_generator_makes_actions_reproducible(agent):
+    obs = np.random.default_rng(1).normal(size=(3, 11))
+    a = agent.act(obs, generator=torch.Generator().manual_seed(7))
+    b = agent.act(obs, generator=torch.Generator().manual_seed(7))
+    c = agent.act(obs, generator=torch.Generator().manual_seed(8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_batched_equals_rowwise_candidates(agent):
+    # candidates of a state do not depend on what else is in the batch
+    obs = torch.randn(4, 11)
+    cand = agent.propose(agent.normalize_obs(obs), num_samples=8, extraction="idql", eta=1.0,
+                         noise=torch.randn(5, 32, 3))
+    assert isinstance(cand, Candidates)
+    assert cand.actions.shape == (4, 8, 3) and cand.q.shape == (4, 8) and cand.v.shape == (4,)
+    torch.testing.assert_close(cand.q, agent.critic(obs.repeat_interleave(8, 0), cand.actions.reshape(32, 3))
+                               .view(4, 8))
+
+
+@pytest.mark.parametrize("extraction", ["aligniql", "idql", "idql_expectile", "aligniql_hard", "gaussian"])
+@pytest.mark.parametrize("selection", ["argmax", "softmax"])
+def test_every_rule_runs(extraction, selection):
+    agent = tiny_agent(use_multipliers=True, use_gaussian_actor=True)
+    out = agent.act(np.zeros((2, 11)), extraction=extraction, selection=selection, num_samples=3)
+    assert out.shape == (2, 3) and np.isfinite(out).all()
+
+
+def test_act_picks_the_argmax_candidate(agent):
+    # end to end: the returned action is the candidate with the largest log-weight under the same noise
+    obs = torch.randn(2, 11)
+    noise = torch.randn(5, 2 * 6, 3, generator=torch.Generator().manual_seed(3))
+    cand = agent.propose(agent.normalize_obs(obs), num_samples=6, extraction="aligniql", eta=1.0, noise=noise)
+    best = cand.actions[torch.arange(2), cand.log_weights.argmax(-1)]
+    out = agent.act(obs, num_samples=6, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, agent.scale_action(best))
+
+
+def test_override_num_samples_and_rule(agent):
+    obs = np.zeros(11)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert not np.array_equal(agent.act(obs, num_samples=1, generator=g()),
+                              agent.act(obs, num_samples=32, generator=g()))
+
+
+def test_observation_normalization_applies(agent):
+    agent.set_normalization(np.full(11, 5.0), np.full(11, 2.0))
+    obs = torch.full((1, 11), 9.0)
+    torch.testing.assert_close(agent.normalize_obs(obs), torch.full((1, 11), 2.0))
+    with pytest.raises(ValueError, match="finite with std > 0"):
+        agent.set_normalization(np.zeros(11), np.zeros(11))
+
+
+def test_action_scaling_round_trip():
+    agent = tiny_agent(action_low=(-2.0, 0.0, -1.0), action_high=(2.0, 1.0, 3.0))
+    a = torch.tensor([[-1.0, 0.0, 1.0]])
+    torch.testing.assert_close(agent.scale_action(a), torch.tensor([[-2.0, 0.5, 3.0]]))
+    torch.testing.assert_close(agent.unscale_action(agent.scale_action(a)), a)
+
+
+def test_act_does_not_change_modes_or_need_grad(agent):
+    agent.denoiser.train()  # a caller's choice is left alone
+    agent.act(np.zeros(11))
+    assert agent.denoiser.training
+    assert isinstance(agent, AlignIQLAgent) and not agent.training

@@ -1,0 +1,163 @@
+"""save_pretrained / from_pretrained: local dirs, the Hugging Face cache offline, strict loading."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from aligniql import AlignIQLAgent
+from tests.conftest import tiny_agent
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def saved(tmp_path):
+    agent = tiny_agent(use_multipliers=True, use_gaussian_actor=True, action_low=(-0.5, -1, -2),
+                       action_high=(0.5, 1, 2))
+    agent.set_normalization(np.arange(11.0), np.linspace(0.5, 2, 11))
+    return agent, agent.save_pretrained(tmp_path / "agent")
+
+
+def _assert_same(a, b, obs=np.random.default_rng(0).normal(size=(4, 11))):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.config == b.config
+    for rule in ("aligniql", "idql", "aligniql_hard", "gaussian"):
+        g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        assert np.array_equal(a.act(obs, extraction=rule, generator=g()), b.act(obs, extraction=rule, generator=g()))
+
+
+def test_round_trip_local_dir(saved):
+    agent, path = saved
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = AlignIQLAgent.from_pretrained(path)
+    assert not loaded.training and loaded.device.type == "cpu"
+    _assert_same(agent, loaded)
+    assert torch.equal(loaded.obs_mean, torch.arange(11.0))
+
+
+def test_checkpoint_is_self_contained(saved):
+    _, path = saved
+    keys = load_file(path / "model.safetensors").keys()
+    for needed in ("obs_mean", "obs_std", "action_low", "action_high", "denoiser.output.weight",
+                   "critic.q1.0.weight", "value.net.0.weight", "beta_net.net.1.weight", "actor.log_std"):
+        assert needed in keys
+
+
+def test_from_hf_cache_offline(saved, tmp_path, monkeypatch):
+    agent, path = saved
+    cache = tmp_path / "hf-cache"
+    repo = cache / "models--org--aligniql-test"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(path, repo / "snapshots" / COMMIT)
+    import huggingface_hub.constants
+    assert huggingface_hub.constants.HF_HUB_OFFLINE  # set by conftest before huggingface_hub was imported
+    loaded = AlignIQLAgent.from_pretrained("org/aligniql-test", cache_dir=cache)
+    _assert_same(agent, loaded)
+    # also through the HF_HUB_CACHE default location
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    _assert_same(agent, AlignIQLAgent.from_pretrained("org/aligniql-test", local_files_only=True,
+                                                      cache_dir=cache))
+
+
+def test_missing_repo_offline_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'org/not-there'.*not cached"):
+        AlignIQLAgent.from_pretrained("org/not-there", cache_dir=tmp_path)
+
+
+def test_not_a_dir_nor_repo_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor a Hugging Face repo id"):
+        AlignIQLAgent.from_pretrained(str(tmp_path / "a" / "b" / "c"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        AlignIQLAgent.from_pretrained(tmp_path / "empty")
+
+
+def _edit_weights(path, fn):
+    tensors = load_file(path / "model.safetensors")
+    fn(tensors)
+    save_file(tensors, path / "model.safetensors")
+
+
+def test_strict_missing_tensor(saved):
+    _, path = saved
+    _edit_weights(path, lambda t: t.pop("obs_std"))
+    with pytest.raises(ValueError, match=r"missing tensors \['obs_std'\]"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_strict_unexpected_tensor(saved):
+    _, path = saved
+    _edit_weights(path, lambda t: t.update(extra=torch.zeros(1)))
+    with pytest.raises(ValueError, match=r"unexpected tensors \['extra'\]"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_strict_mis_shaped_tensor(saved):
+    _, path = saved
+    _edit_weights(path, lambda t: t.update({"value.net.5.bias": torch.zeros(2)}))
+    with pytest.raises(ValueError, match=r"value.net.5.bias: expected \(1,\), found \(2,\)"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_config_without_multipliers_but_weights_with_them(saved):
+    _, path = saved
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["use_multipliers"] = False
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unexpected tensors.*alpha_net"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_bad_stats_and_bounds_rejected(saved):
+    _, path = saved
+    _edit_weights(path, lambda t: t["obs_std"].fill_(float("inf")))
+    with pytest.raises(ValueError, match="normalization statistics are not finite"):
+        AlignIQLAgent.from_pretrained(path)
+    agent, path2 = tiny_agent(), path.parent / "b"
+    agent.save_pretrained(path2)
+    _edit_weights(path2, lambda t: t["action_high"].fill_(3.0))
+    with pytest.raises(ValueError, match="disagree with config.json"):
+        AlignIQLAgent.from_pretrained(path2)
+
+
+def test_unknown_config_key(saved):
+    _, path = saved
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["learning_rate"] = 1e-3
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rate'\]"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_save_is_atomic(saved, monkeypatch):
+    agent, path = saved
+    before = (path / "model.safetensors").read_bytes()
+    import aligniql.hub
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(aligniql.hub, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        agent.save_pretrained(path)
+    assert (path / "model.safetensors").read_bytes() == before
+    assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("device, match", [("tpu", "device must be"), ("cuda:99", "CUDA")])
+def test_bad_device(saved, device, match):
+    _, path = saved
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        AlignIQLAgent.from_pretrained(path, device=device)
+
+
+def test_device_auto(saved):
+    _, path = saved
+    agent = AlignIQLAgent.from_pretrained(path, device="auto")
+    assert agent.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
