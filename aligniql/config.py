@@ -96,6 +96,9 @@ class AlignIQLConfig:
     """Gymnasium id of the evaluation environment, when known."""
     dataset_id: str | None = None
     """Minari id of the training dataset, when known."""
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    """Reference returns of the dataset (random / expert), for normalized scores without the dataset."""
     format_version: int = FORMAT_VERSION
     """Checkpoint format; loading a newer one than this package knows is refused."""
 
@@ -130,6 +133,9 @@ class AlignIQLConfig:
              f"reward_transform must be one of {REWARD_TRANSFORMS}, got {self.reward_transform!r}")
         need(self.eta > 0 and self.temperature > 0, "eta and temperature must be > 0")
         need(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
+        need((self.ref_min_score is None) == (self.ref_max_score is None)
+             and (self.ref_min_score is None or self.ref_min_score < self.ref_max_score),
+             f"ref_min_score {self.ref_min_score} and ref_max_score {self.ref_max_score} must both be set, min < max")
         need(0 <= self.denoiser_dropout < 1, f"denoiser_dropout must be in [0, 1), got {self.denoiser_dropout}")
         need(self.extraction != "aligniql_hard" or self.use_multipliers,
              "extraction='aligniql_hard' needs use_multipliers=True")
