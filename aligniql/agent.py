@@ -76,11 +76,21 @@ class AlignIQLAgent(nn.Module):
         self.register_buffer("action_high", torch.tensor(high, dtype=torch.float32))
         self.schedule = make_schedule(c.beta_schedule, c.num_diffusion_steps)
         self._core = self._act_normalized
+        self.precision = "fp32"
         self.eval()
 
     @property
     def device(self) -> torch.device:
         return self.obs_mean.device
+
+    def set_precision(self, precision: str) -> AlignIQLAgent:
+        """``"bf16"`` runs the denoiser under bfloat16 autocast (about 2.5x faster on CPUs with AVX512-BF16
+        and on GPUs); candidates are still scored by Q and V in float32, whose ranking bf16 would blur.
+        ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+        return self
 
     def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
         """Set the observation standardization (used when ``config.normalize_obs``)."""
@@ -112,8 +122,9 @@ class AlignIQLAgent(nn.Module):
         """Sample N candidates per normalized observation (B, S) and score them."""
         B, N, A = obs.shape[0], num_samples, self.config.act_dim
         rep = obs.repeat_interleave(N, dim=0)  # (B*N, S), candidates of a state are contiguous
-        actions = sample(self.denoiser, rep, self.schedule, noise=noise, generator=generator,
-                         clip=self.config.clip_sampler, temperature=self.config.ddpm_temperature)
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            actions = sample(self.denoiser, rep, self.schedule, noise=noise, generator=generator,
+                             clip=self.config.clip_sampler, temperature=self.config.ddpm_temperature).float()
         q = self.critic(rep, actions).view(B, N)
         v = self.value(obs)
         if extraction == "aligniql":

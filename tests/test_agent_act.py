@@ -117,3 +117,30 @@ def test_act_does_not_change_modes_or_need_grad(agent):
     agent.act(np.zeros(11))
     assert agent.denoiser.training
     assert isinstance(agent, AlignIQLAgent) and not agent.training
+
+
+def test_bf16_precision_gives_valid_close_actions(agent):
+    obs = np.random.default_rng(2).normal(size=(8, 11))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    cand32 = agent.propose(torch.as_tensor(obs, dtype=torch.float32), num_samples=4, extraction="idql", eta=1.0,
+                           noise=torch.randn(5, 32, 3, generator=g()))
+    agent.set_precision("bf16")
+    cand16 = agent.propose(torch.as_tensor(obs, dtype=torch.float32), num_samples=4, extraction="idql", eta=1.0,
+                           noise=torch.randn(5, 32, 3, generator=g()))
+    assert cand16.q.dtype == torch.float32 and cand16.actions.dtype == torch.float32
+    torch.testing.assert_close(cand16.actions, cand32.actions, atol=0.1, rtol=0)
+    out = agent.act(obs, generator=g())
+    assert out.dtype == np.float32 and np.abs(out).max() <= 1
+    with pytest.raises(ValueError, match="precision must be"):
+        agent.set_precision("fp16")
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_fast_path_matches_eager(backend):
+    agent = tiny_agent()
+    obs = np.random.default_rng(3).normal(size=(4, 11))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    ref = agent.act(obs, generator=g())
+    agent.compile(backend=backend, fullgraph=True)
+    np.testing.assert_allclose(agent.act(obs, generator=g()), ref, atol=1e-5)
+    np.testing.assert_allclose(agent.act(obs, generator=g()), ref, atol=1e-5)  # second call reuses the graph
