@@ -1,0 +1,145 @@
+"""Losses, one training step (order, optimizers, EMA/Polyak), and exact resume from a training state."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from aligniql import AlignIQLAgent, AlignIQLConfig
+from training import checkpoint, losses
+from training.datasets import Transitions
+from training.trainer import Trainer, TrainerConfig
+
+TINY = dict(hidden_dim=32, denoiser_hidden_dim=32, denoiser_blocks=1, time_dim=8, num_samples=4)
+
+
+def random_data(n: int = 300, obs_dim: int = 11, act_dim: int = 3) -> Transitions:
+    g = torch.Generator().manual_seed(0)
+    return Transitions(torch.randn(n, obs_dim, generator=g), torch.rand(n, act_dim, generator=g) * 2 - 1,
+                       torch.rand(n, generator=g), torch.randn(n, obs_dim, generator=g),
+                       (torch.rand(n, generator=g) > 0.05).float())
+
+
+def make_trainer(steps: int = 20, seed: int = 0, **config) -> Trainer:
+    torch.manual_seed(seed)
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **{**TINY, **config}))
+    return Trainer(agent, random_data(), TrainerConfig(steps=steps, batch_size=32), seed=seed)
+
+
+def test_expectile_and_value_losses():
+    u = torch.tensor([-2.0, 1.0])
+    torch.testing.assert_close(losses.expectile_loss(u, 0.7), torch.tensor([0.3 * 4, 0.7 * 1]))
+    q, v = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0], requires_grad=True)
+    assert losses.value_loss(q, v, 0.9).item() == pytest.approx((0.9 + 0.1) / 2)
+    q1, q2, y = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0])
+    assert losses.q_loss(q1, q2, y).item() == pytest.approx(1.0)
+    assert losses.td_target(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([5.0]), 0.99).item() == 1.0
+    assert losses.denoising_loss(torch.ones(4, 3), torch.zeros(4, 3)).item() == 3.0
+
+
+def test_policy_weights_and_log_prob():
+    q, v = torch.tensor([0.0, 10.0, -1.0]), torch.zeros(3)
+    torch.testing.assert_close(losses.awr_weights(q, v, 3.0), torch.tensor([1.0, 100.0, math.exp(-3.0)]))
+    torch.testing.assert_close(losses.aligniql_weights(q, v, 1.0), torch.exp(-q.square()))
+    mean, log_std, a = torch.randn(5, 3), torch.randn(5, 3) * 0.3, torch.randn(5, 3)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(a).sum(-1)
+    torch.testing.assert_close(losses.gaussian_log_prob(mean, log_std, a), expected)
+
+
+def test_multiplier_losses_match_formula_and_reach_only_their_net():
+    alpha = torch.tensor([0.1, -0.2], requires_grad=True)
+    beta = torch.tensor([-0.5, 0.3], requires_grad=True)
+    q, v = torch.tensor([2.0, 1.0]), torch.tensor([1.5, 0.5])
+    l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha, beta, q, v)
+    a, b = alpha.detach(), beta.detach()
+    assert l_alpha.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + a.mean()).item())
+    assert l_beta.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + (v * b).mean()).item())
+    l_alpha.backward()
+    assert alpha.grad is not None and beta.grad is None
+
+
+def test_update_trains_online_nets_and_averages_into_agent():
+    trainer = make_trainer(use_multipliers=True, use_gaussian_actor=True)
+    agent = trainer.agent
+    ema0 = [p.clone() for p in agent.denoiser.parameters()]
+    target0 = [p.clone() for p in agent.critic.parameters()]
+    logs = trainer.train_step()
+    assert set(logs) >= {"loss/bc", "loss/value", "loss/q", "loss/alpha", "loss/beta", "loss/actor"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in logs.values())
+    # EMA 0.001 towards the online denoiser, Polyak 0.005 towards the online critic (both started equal)
+    for p, p0, online in zip(agent.denoiser.parameters(), ema0, trainer.denoiser.parameters()):
+        torch.testing.assert_close(p, p0 + 0.001 * (online - p0))
+    for p, p0, online in zip(agent.critic.parameters(), target0, trainer.critic.parameters()):
+        torch.testing.assert_close(p, p0 + 0.005 * (online - p0))
+    assert trainer.denoiser.training and not agent.denoiser.training
+    for _ in range(5):
+        logs = trainer.train_step()
+    assert trainer.step == 6 and all(torch.isfinite(v) for v in logs.values())
+
+
+def test_optimizers_as_in_the_official_code():
+    trainer = make_trainer(steps=10, use_multipliers=True, use_gaussian_actor=True)
+    opt = trainer.optimizers
+    assert isinstance(opt["denoiser"], torch.optim.AdamW) and opt["denoiser"].defaults["weight_decay"] == 1e-4
+    assert type(opt["critic"]) is torch.optim.Adam and opt["critic"].defaults["lr"] == 3e-4
+    assert type(opt["value"]) is torch.optim.Adam and opt["alpha"].defaults["lr"] == 3e-5
+    assert trainer.learning_rates()["lr/denoiser"] == pytest.approx(3e-4)
+    for _ in range(5):
+        trainer.train_step()
+    assert trainer.learning_rates()["lr/denoiser"] == pytest.approx(1.5e-4)  # cosine, half way
+    for _ in range(5):
+        trainer.train_step()
+    assert trainer.learning_rates()["lr/denoiser"] == pytest.approx(0.0, abs=1e-12)
+    assert trainer.learning_rates()["lr/critic"] == 3e-4
+
+
+def test_state_flattening_round_trip():
+    state = {"a": torch.arange(3), "opt": {"state": {0: {"step": torch.tensor(2.0)}}, "groups": [{"betas": (0.9, 0.999)}]},
+             "n": None, "f": 0.1}
+    skeleton, tensors = checkpoint.flatten_state(state)
+    json.dumps(skeleton)
+    back = checkpoint.unflatten_state(json.loads(json.dumps(skeleton)), tensors)
+    assert back["opt"]["state"][0]["step"].item() == 2.0 and back["opt"]["groups"][0]["betas"] == (0.9, 0.999)
+    assert torch.equal(back["a"], state["a"]) and back["n"] is None and back["f"] == 0.1
+    with pytest.raises(TypeError, match="without pickle"):
+        checkpoint.flatten_state({"x": object()})
+
+
+@pytest.mark.parametrize("extras", [{}, {"use_multipliers": True, "use_gaussian_actor": True}])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, extras):
+    full = make_trainer(**extras)
+    for _ in range(20):
+        full.train_step()
+    first = make_trainer(**extras)
+    for _ in range(10):
+        first.train_step()
+    checkpoint.save_state(first.state_dict(), tmp_path)
+    del first
+    resumed = make_trainer(seed=123, **extras)  # other init and RNG: everything must come from the state
+    state, _ = checkpoint.load_state(tmp_path)
+    resumed.load_state_dict(state)
+    assert resumed.step == 10
+    for _ in range(10):
+        resumed.train_step()
+    a, b = full.state_dict(), resumed.state_dict()
+    for part in ("agent", "online_denoiser", "online_critic"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert torch.equal(a["rng"]["batch"], b["rng"]["batch"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_checkpoint_directory_is_switched_atomically(tmp_path):
+    trainer = make_trainer()
+    trainer.train_step()
+    checkpoint.save_state(trainer.state_dict(), tmp_path)
+    trainer.train_step()
+    checkpoint.save_state(trainer.state_dict(), tmp_path)
+    root = tmp_path / checkpoint.STATE_DIR
+    assert json.loads((root / "latest.json").read_text())["step"] == 2
+    assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step_00000002"]
+    with pytest.raises(ValueError, match="other trainer settings"):
+        make_trainer(steps=99).load_state_dict(checkpoint.load_state(tmp_path)[0])
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        checkpoint.load_state(tmp_path / "elsewhere")

@@ -1,0 +1,146 @@
+"""Helpers for the training tests: tiny Minari datasets built in-process, and a stand-in evaluator.
+
+Datasets are built from whole arrays with ``EpisodeBuffer`` + ``create_dataset_from_buffers``, which needs
+neither jax nor an env rollout (ECOSYSTEM.md §0).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_ARGS = ["--hidden-dim", "32", "--denoiser-hidden-dim", "32", "--denoiser-blocks", "1", "--time-dim", "8",
+             "--num-samples", "4"]
+BOX_ID = "test/hopper/tiny-v0"
+GOAL_ID = "test/pointmaze/tiny-v0"
+NO_ENV_ID = "test/custom/no-env-v0"
+
+
+def _create(dataset_id: str, buffers: list, **kwargs):
+    import minari
+
+    with warnings.catch_warnings():  # missing description / eval_env / permalink only warn
+        warnings.simplefilter("ignore")
+        return minari.create_dataset_from_buffers(dataset_id, buffers, algorithm_name="random", author="tests",
+                                                  author_email="tests@example.com", code_permalink="tests",
+                                                  description="tiny test dataset", **kwargs)
+
+
+def episode_lengths(episodes: int, length: int) -> list[int]:
+    return [length + 3 * i for i in range(episodes)]
+
+
+def make_box_dataset(dataset_id: str = BOX_ID, *, episodes: int = 4, length: int = 25, seed: int = 0):
+    """Hopper-v5 spaces; episode 0 ends by termination, the others by truncation."""
+    from minari.data_collector import EpisodeBuffer
+
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for i, T in enumerate(episode_lengths(episodes, length)):
+        done = np.zeros(T, dtype=bool)
+        term, trunc = done.copy(), done.copy()
+        (term if i == 0 else trunc)[-1] = True
+        buffers.append(EpisodeBuffer(id=i, observations=rng.normal(size=(T + 1, 11)),
+                                     actions=rng.uniform(-1, 1, (T, 3)).astype(np.float32),
+                                     rewards=rng.uniform(0, 1 + i, T), terminations=term, truncations=trunc, infos={}))
+    return _create(dataset_id, buffers, env="Hopper-v5", ref_min_score=-20.0, ref_max_score=3000.0)
+
+
+def make_goal_dataset(dataset_id: str = GOAL_ID, *, episodes: int = 3, length: int = 30, seed: int = 1):
+    """PointMaze_UMaze-v3 spaces: dict observations (observation 4, achieved_goal 2, desired_goal 2)."""
+    import gymnasium as gym
+    import gymnasium_robotics
+    from minari.data_collector import EpisodeBuffer
+
+    gym.register_envs(gymnasium_robotics)
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for i, T in enumerate(episode_lengths(episodes, length)):
+        obs = {"observation": rng.normal(size=(T + 1, 4)), "achieved_goal": rng.normal(size=(T + 1, 2)),
+               "desired_goal": rng.normal(size=(T + 1, 2))}
+        trunc = np.zeros(T, dtype=bool)
+        trunc[-1] = True
+        buffers.append(EpisodeBuffer(id=i, observations=obs, actions=rng.uniform(-1, 1, (T, 2)).astype(np.float32),
+                                     rewards=(rng.uniform(size=T) > 0.8).astype(np.float64),
+                                     terminations=np.zeros(T, dtype=bool), truncations=trunc, infos={}))
+    return _create(dataset_id, buffers, env="PointMaze_UMaze-v3", ref_min_score=0.0, ref_max_score=100.0)
+
+
+def make_no_env_dataset(dataset_id: str = NO_ENV_ID, *, episodes: int = 2, length: int = 20, seed: int = 2):
+    """Spaces only (no env spec, so no evaluation), with action bounds [-2, 2] x [0, 1]."""
+    from gymnasium import spaces
+    from minari.data_collector import EpisodeBuffer
+
+    rng = np.random.default_rng(seed)
+    low, high = np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32)
+    buffers = [EpisodeBuffer(id=i, observations=rng.normal(size=(length + 1, 5)).astype(np.float32),
+                             actions=rng.uniform(low, high, (length, 2)).astype(np.float32),
+                             rewards=rng.normal(size=length), terminations=np.eye(length, dtype=bool)[-1],
+                             truncations=np.zeros(length, dtype=bool), infos={}) for i in range(episodes)]
+    return _create(dataset_id, buffers, observation_space=spaces.Box(-np.inf, np.inf, (5,), np.float32),
+                   action_space=spaces.Box(low, high, dtype=np.float32))
+
+
+@pytest.fixture
+def minari_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "minari"
+    root.mkdir()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return root
+
+
+@pytest.fixture
+def box_dataset(minari_root: Path):
+    return make_box_dataset()
+
+
+@pytest.fixture
+def goal_dataset(minari_root: Path):
+    return make_goal_dataset()
+
+
+@dataclass
+class FakeEvalResult:
+    """The fields of ``aligniql.evaluation.EvalResult`` that training uses."""
+
+    returns: list[float]
+    lengths: list[int]
+    successes: list[bool] | None
+    mean_return: float
+    std_return: float
+    normalized_score: float | None
+    success_rate: float | None
+    steps_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Replace ``aligniql.evaluation`` with an evaluator that only checks the agent acts; returns its calls."""
+    calls: list[dict] = []
+
+    def evaluate(agent, env, *, episodes=10, num_envs=1, seed=0, record_video=None, **act_overrides):
+        c = agent.config
+        if c.obs_keys:
+            obs = {k: np.zeros(d, np.float32) for k, d in zip(c.obs_keys, c.obs_key_dims)}
+        else:
+            obs = np.zeros(c.obs_dim, np.float32)
+        action = agent.act(obs, **act_overrides)
+        assert action.shape == (c.act_dim,) and np.isfinite(action).all()
+        calls.append({"env": env, "episodes": episodes, "seed": seed})
+        returns = [float(i) for i in range(episodes)]
+        successes = [True] * episodes if c.obs_keys else None
+        return FakeEvalResult(returns, [10] * episodes, successes, float(np.mean(returns)), float(np.std(returns)),
+                              42.0, 1.0 if successes else None, 100.0)
+
+    module = types.ModuleType("aligniql.evaluation")
+    module.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, "aligniql.evaluation", module)
+    return calls

@@ -1,0 +1,220 @@
+"""One AlignIQL gradient step (ALGORITHM.md §13), and the optimizers, target nets and RNG around it.
+
+The trainer owns an :class:`~aligniql.AlignIQLAgent` whose modules are the inference weights: the EMA
+denoiser, the *target* twin Q, V, the multiplier nets and the Gaussian actor. Online copies of the denoiser
+and the twin Q are trained here and averaged into the agent, so ``trainer.agent.save_pretrained(dir)`` is
+always the shippable checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from aligniql import AlignIQLAgent
+from aligniql.diffusion import add_noise
+from training import losses
+from training.datasets import Transitions
+
+GAUSSIAN_WEIGHTS = ("awr", "aligniql")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Optimisation settings (ALGORITHM.md §2.4, §3, §6.2, §8.1). Expectile, discount and eta live in the agent config."""
+
+    steps: int = 3_000_000
+    """Step budget; the denoiser's (and Gaussian actor's) cosine learning rate reaches 0 there."""
+    batch_size: int = 512
+    critic_lr: float = 3e-4
+    """Adam, constant, for the twin Q and for V."""
+    denoiser_lr: float = 3e-4
+    denoiser_weight_decay: float = 1e-4
+    """AdamW's decoupled decay, on all denoiser parameters (optax default; PyTorch's 1e-2 would be wrong)."""
+    multiplier_lr: float = 3e-5
+    multiplier_grad_clip: float = 1.0
+    actor_lr: float = 3e-4
+    polyak: float = 0.005
+    """Rate of the target twin Q's Polyak average."""
+    ema_rate: float = 0.001
+    """Rate of the EMA denoiser that acts (actor_tau)."""
+    gaussian_weights: str = "awr"
+    """Weights of the optional Gaussian actor: IQL's ``awr`` or AlignIQL's ``aligniql`` (exp(-eta (Q-V)^2))."""
+    awr_beta: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.gaussian_weights not in GAUSSIAN_WEIGHTS:
+            raise ValueError(f"gaussian_weights must be one of {GAUSSIAN_WEIGHTS}, got {self.gaussian_weights!r}")
+
+
+def _cosine(total: int):
+    # optax.cosine_decay_schedule(lr, total): factor 0.5 (1 + cos(pi min(t, total) / total)), exactly 0 at the end
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    return factor
+
+
+@torch.no_grad()
+def _lerp_into(target: nn.Module, online: nn.Module, rate: float) -> None:
+    """target <- rate * online + (1 - rate) * target, for Polyak and EMA alike."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
+
+
+class Trainer:
+    """Train an :class:`AlignIQLAgent` on a :class:`Transitions` set.
+
+    Args:
+        agent: the agent to train in place; its denoiser becomes the EMA copy, its critic the target twin Q.
+        data: the whole dataset; moved to ``device`` once, batches are sampled on the device.
+        config: optimisation settings.
+        seed: seeds the batch sampler's ``torch.Generator`` (its state is checkpointed). Seed the global RNG
+            (network init, noise, dropout) with ``torch.manual_seed`` before building the agent.
+        device: training device.
+    """
+
+    def __init__(self, agent: AlignIQLAgent, data: Transitions, config: TrainerConfig, *, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.config = config
+        self.agent = agent.to(self.device).eval()  # the acting copies never need dropout
+        self.data = data.to(self.device)
+        self.denoiser = copy.deepcopy(agent.denoiser).train()  # online, dropout on; EMA starts equal to it
+        self.critic = copy.deepcopy(agent.critic).train()  # online; the target starts equal to it
+        self.step = 0
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        c = config
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "denoiser": torch.optim.AdamW(self.denoiser.parameters(), lr=c.denoiser_lr,
+                                          weight_decay=c.denoiser_weight_decay),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
+            "value": torch.optim.Adam(agent.value.parameters(), lr=c.critic_lr),
+        }
+        if agent.alpha_net is not None and agent.beta_net is not None:
+            self.optimizers["alpha"] = torch.optim.Adam(agent.alpha_net.parameters(), lr=c.multiplier_lr)
+            self.optimizers["beta"] = torch.optim.Adam(agent.beta_net.parameters(), lr=c.multiplier_lr)
+        if agent.actor is not None:  # IQL: Adam with a cosine-decayed learning rate
+            self.optimizers["actor"] = torch.optim.Adam(agent.actor.parameters(), lr=c.actor_lr)
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(self.optimizers[name], _cosine(c.steps))
+                           for name in ("denoiser", "actor") if name in self.optimizers}
+
+    # ------------------------------------------------------------------ one step
+    def sample_batch(self) -> Transitions:
+        """Uniform indices from the checkpointed generator (on the CPU, so every device draws the same batch)."""
+        idx = torch.randint(len(self.data), (self.config.batch_size,), generator=self.generator)
+        return self.data.index(idx.to(self.device, non_blocking=True))
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """Sample a batch and update on it; returns detached scalar tensors (no host sync)."""
+        return self.update(self.sample_batch())
+
+    def _step(self, name: str, loss: torch.Tensor, clip_params: Any = None) -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_params is not None:
+            nn.utils.clip_grad_norm_(clip_params, self.config.multiplier_grad_clip)
+        opt.step()
+        if name in self.schedulers:
+            self.schedulers[name].step()
+
+    def update(self, batch: Transitions) -> dict[str, torch.Tensor]:
+        """BC -> V -> Q -> Polyak -> multipliers -> Gaussian actor, all on the same batch (ALGORITHM.md §2.2).
+
+        Returns:
+            Detached 0-dim tensors keyed by name; convert with ``float()`` only when logging.
+        """
+        agent, c, cfg = self.agent, self.config, self.agent.config
+        obs, next_obs, actions = agent.normalize_obs(batch.obs), agent.normalize_obs(batch.next_obs), batch.actions
+        logs: dict[str, torch.Tensor] = {}
+
+        # Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts.
+        t = torch.randint(cfg.num_diffusion_steps, (actions.shape[0],), device=self.device)
+        noise = torch.randn_like(actions)
+        noisy = add_noise(actions, noise, t, agent.schedule)
+        bc = losses.denoising_loss(self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype)), noise)
+        self._step("denoiser", bc)
+        _lerp_into(agent.denoiser, self.denoiser, c.ema_rate)
+
+        # V: expectile regression onto the target twin-min Q at the dataset actions.
+        with torch.no_grad():
+            q_target = agent.critic(obs, actions)
+        v = agent.value(obs)
+        v_loss = losses.value_loss(q_target, v, cfg.expectile)
+        self._step("value", v_loss)
+
+        # Q: towards r + discount * mask * V(s'), with the V just updated; then Polyak into the target.
+        with torch.no_grad():
+            y = losses.td_target(batch.rewards, batch.masks, agent.value(next_obs), cfg.discount)
+        q1, q2 = self.critic.both(obs, actions)
+        q_loss = losses.q_loss(q1, q2, y)
+        self._step("critic", q_loss)
+        _lerp_into(agent.critic, self.critic, c.polyak)
+        logs.update({"loss/bc": bc, "loss/value": v_loss, "loss/q": q_loss, "q/target_mean": q_target.mean(),
+                     "v/mean": v.mean(), "q/td_target_mean": y.mean()})
+
+        if "alpha" in self.optimizers or "actor" in self.optimizers:
+            with torch.no_grad():  # after this step's V, Q and Polyak updates
+                q_new, v_new = agent.critic(obs, actions), agent.value(obs)
+        if "alpha" in self.optimizers:
+            # Both outputs come from the pre-update nets, so L_beta sees the pre-update alpha, as in the official
+            # sequential code; each loss reaches only its own net (the other output is detached inside).
+            alpha, beta = agent.alpha_net(obs), agent.beta_net(obs)
+            l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha, beta, q_new, v_new)
+            self._step("alpha", l_alpha, agent.alpha_net.parameters())
+            self._step("beta", l_beta, agent.beta_net.parameters())
+            logs.update({"loss/alpha": l_alpha.detach(), "loss/beta": l_beta.detach(), "beta/mean": beta.mean()})
+        if "actor" in self.optimizers:
+            if c.gaussian_weights == "awr":
+                weights = losses.awr_weights(q_new, v_new, c.awr_beta)
+            else:
+                weights = losses.aligniql_weights(q_new, v_new, cfg.eta)
+            mean, log_std = agent.actor(obs)
+            actor_loss = losses.weighted_regression_loss(losses.gaussian_log_prob(mean, log_std, actions), weights)
+            self._step("actor", actor_loss)
+            logs.update({"loss/actor": actor_loss.detach(), "actor/weight_mean": weights.mean()})
+        self.step += 1
+        return {k: v.detach() for k, v in logs.items()}
+
+    def learning_rates(self) -> dict[str, float]:
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+
+    # ------------------------------------------------------------------ state for --resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run bit for bit: nets, targets, EMA, optimizers, step, RNG."""
+        rng: dict[str, Any] = {"batch": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"step": self.step, "config": asdict(self.config), "agent": self.agent.state_dict(),
+                "online_denoiser": self.denoiser.state_dict(), "online_critic": self.critic.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}, "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the trainer must have been built with the same settings."""
+        if state["config"] != asdict(self.config):
+            diff = {k: (v, asdict(self.config)[k]) for k, v in state["config"].items()
+                    if asdict(self.config).get(k) != v}
+            raise ValueError(f"training state was written with other trainer settings (saved, now): {diff}")
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ValueError(f"training state has optimizers {sorted(state['optimizers'])}, this trainer "
+                             f"{sorted(self.optimizers)} (--multipliers / --gaussian-actor differ?)")
+        self.agent.load_state_dict(state["agent"], strict=True)
+        self.denoiser.load_state_dict(state["online_denoiser"], strict=True)
+        self.critic.load_state_dict(state["online_critic"], strict=True)
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.step = int(state["step"])
+        self.generator.set_state(state["rng"]["batch"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
