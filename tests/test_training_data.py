@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training_fixtures import (BOX_ID, GOAL_ID, box_dataset, episode_lengths, goal_dataset,  # noqa: F401
-                                     make_no_env_dataset, minari_root)
+from tests.training_fixtures import (  # noqa: F401
+    BOX_ID,
+    GOAL_ID,
+    box_dataset,
+    episode_lengths,
+    goal_dataset,
+    make_no_env_dataset,
+    minari_root,
+    single_thread,
+)
 from training import datasets
 from training.datasets import DatasetNotFoundError, load_dataset, prepare, resolve_dataset_id
 from training.presets import PRESETS, domain_of, preset_for
@@ -67,7 +75,8 @@ def test_box_episodes_to_transitions(box_dataset):
     tr = data.transitions
     lengths = episode_lengths(4, 25)
     assert len(tr) == sum(lengths) and tr.obs.shape == (sum(lengths), 11) and tr.actions.shape == (sum(lengths), 3)
-    assert data.obs_keys == () and data.env_id == "Hopper-v5" and (data.ref_min_score, data.ref_max_score) == (-20, 3000)
+    assert data.obs_keys == () and data.env_id == "Hopper-v5"
+    assert (data.ref_min_score, data.ref_max_score) == (-20, 3000)
     episodes = list(box_dataset.iterate_episodes())
     # obs[:-1] -> obs[1:] inside each episode, float32 once
     start = 0

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from aligniql import AlignIQLAgent, AlignIQLConfig
+from tests.training_fixtures import single_thread  # noqa: F401
 from training import checkpoint, losses
 from training.datasets import Transitions
 from training.trainer import Trainer, TrainerConfig
 
-TINY = dict(hidden_dim=32, denoiser_hidden_dim=32, denoiser_blocks=1, time_dim=8, num_samples=4)
+TINY = {"hidden_dim": 32, "denoiser_hidden_dim": 32, "denoiser_blocks": 1, "time_dim": 8, "num_samples": 4}
 
 
 def random_data(n: int = 300, obs_dim: int = 11, act_dim: int = 3) -> Transitions:
@@ -97,8 +98,8 @@ def test_optimizers_as_in_the_official_code():
 
 
 def test_state_flattening_round_trip():
-    state = {"a": torch.arange(3), "opt": {"state": {0: {"step": torch.tensor(2.0)}}, "groups": [{"betas": (0.9, 0.999)}]},
-             "n": None, "f": 0.1}
+    state = {"a": torch.arange(3), "n": None, "f": 0.1,
+             "opt": {"state": {0: {"step": torch.tensor(2.0)}}, "groups": [{"betas": (0.9, 0.999)}]}}
     skeleton, tensors = checkpoint.flatten_state(state)
     json.dumps(skeleton)
     back = checkpoint.unflatten_state(json.loads(json.dumps(skeleton)), tensors)

@@ -144,3 +144,14 @@ def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     module.evaluate = evaluate
     monkeypatch.setitem(sys.modules, "aligniql.evaluation", module)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny networks run faster on one thread, and stay fast when other jobs share the CPU cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,8 @@ Layout of ``<output_dir>/training_state/``::
     step_00001000/state.json
 
 Each file is written atomically, and ``latest.json`` is switched only after both files of a new checkpoint
-exist, so an interruption at any moment leaves the previous checkpoint intact and loadable.
+exist, so an interruption at any moment leaves the previous checkpoint intact and loadable. Ctrl-C itself is
+deferred to the end of the current step (:class:`StopOnInterrupt`), so the saved state is never half-updated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,38 @@ def load_state(output_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{ckpt}: training state format {meta.get('format')} is not {FORMAT}")
     return unflatten_state(meta["state"], load_tensors(ckpt / "state.safetensors")), meta.get("extra", {})
+
+
+def check_resume_args(output_dir: str | Path, args: dict[str, Any], may_change: set[str]) -> None:
+    """Refuse ``--resume`` when the run's defining arguments differ from those saved in ``train_config.json``."""
+    saved_path = Path(output_dir) / "train_config.json"
+    if not saved_path.is_file():
+        raise SystemExit(f"--resume: {saved_path} not found; nothing to resume in {output_dir}")
+    saved = json.loads(saved_path.read_text())["args"]
+    diff = {k: (saved.get(k), v) for k, v in args.items() if k not in may_change and saved.get(k) != v}
+    if diff:
+        raise SystemExit(f"--resume: these arguments differ from the run in {output_dir} (saved, now): {diff}; "
+                         "rerun the original command with --resume")
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step and save; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("interrupt received: finishing this step and saving the training state (Ctrl-C again to abort)")
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

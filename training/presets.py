@@ -73,3 +73,9 @@ def domain_of(dataset_id: str, env_id: str | None = None) -> str:
 def preset_for(dataset_id: str, env_id: str | None = None) -> Preset:
     """The preset of the dataset's domain (see :func:`domain_of`)."""
     return PRESETS[domain_of(dataset_id, env_id)]
+
+
+def dataset_slug(dataset_id: str) -> str:
+    """``mujoco/walker2d/medium-v0`` -> ``walker2d-medium-v0`` (the namespace dropped), for names of runs and repos."""
+    parts = dataset_id.split("/")
+    return "-".join(parts[1:] if len(parts) > 1 else parts)

@@ -9,6 +9,7 @@ always the shippable checkpoint.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,12 +22,13 @@ from aligniql.diffusion import add_noise
 from training import losses
 from training.datasets import Transitions
 
+logger = logging.getLogger(__name__)
 GAUSSIAN_WEIGHTS = ("awr", "aligniql")
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Optimisation settings (ALGORITHM.md §2.4, §3, §6.2, §8.1). Expectile, discount and eta live in the agent config."""
+    """Optimisation settings (ALGORITHM.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config."""
 
     steps: int = 3_000_000
     """Step budget; the denoiser's (and Gaussian actor's) cosine learning rate reaches 0 there."""
@@ -218,3 +220,24 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+
+def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: int) -> dict[str, Any] | None:
+    """Evaluate in the dataset's eval env with ``aligniql.evaluation.evaluate``, leaving the training RNG alone.
+
+    Returns:
+        ``EvalResult.to_dict()``, or ``None`` (with a log line) when ``episodes`` is 0 or the module is missing.
+    """
+    if episodes <= 0:
+        return None
+    try:
+        from aligniql.evaluation import evaluate
+    except ImportError as e:
+        logger.warning("aligniql.evaluation is not available (%s): skipping evaluation", e)
+        return None
+    devices = [agent.device] if agent.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # so that a resumed run draws the same numbers
+        result = evaluate(agent, dataset_id, episodes=episodes, seed=seed).to_dict()
+    logger.info("eval: return %.1f +- %.1f, normalized score %s, success rate %s", result["mean_return"],
+                result["std_return"], result.get("normalized_score"), result.get("success_rate"))
+    return result

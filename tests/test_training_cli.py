@@ -1,0 +1,153 @@
+"""The training CLI in-process: arguments and presets, tiny end-to-end runs, evaluation, interrupt + resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aligniql import AlignIQLAgent
+from tests.training_fixtures import (  # noqa: F401
+    BOX_ID,
+    GOAL_ID,
+    NO_ENV_ID,
+    TINY_ARGS,
+    box_dataset,
+    goal_dataset,
+    install_fake_evaluation,
+    make_no_env_dataset,
+    minari_root,
+    single_thread,
+)
+from training import train
+from training.trainer import Trainer
+
+
+def run(*args: str) -> int:
+    return train.main([*TINY_ARGS, "--batch-size", "16", "--log-every", "2", *args])
+
+
+def test_arguments_and_presets():
+    parser = train.build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--env", "hopper-medium-v2", "--dataset", "x/y/z-v0"])
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
+    args = parser.parse_args(["--env", "antmaze-large-play-v2", "--gaussian-actor", "--multipliers", "--private"])
+    cfg = train.resolve_args(args, "D4RL/antmaze/large-play-v1", "AntMaze_Large-v4", "antmaze")
+    assert (cfg["expectile"], cfg["awr_beta"], cfg["batch_size"], cfg["steps"]) == (0.9, 10.0, 512, 3_000_000)
+    assert (cfg["eval_every"], cfg["eval_episodes"], cfg["num_samples"]) == (250_000, 50, 64)
+    assert cfg["gaussian_actor"] == "awr" and cfg["multipliers"] and cfg["private"] and cfg["device"] == "auto"
+    assert cfg["output_dir"] == str(Path("runs") / "aligniql-antmaze-large-play-v1-seed0")
+    json.dumps(cfg)
+    args = parser.parse_args(["--dataset", "bench/hopper/medium-v0", "--expectile", "0.8", "--steps", "10",
+                              "--gaussian-actor", "aligniql", "--no-normalize-obs", "--device", "cpu"])
+    cfg = train.resolve_args(args, "bench/hopper/medium-v0", "Hopper-v5", "locomotion")
+    assert (cfg["expectile"], cfg["steps"], cfg["gaussian_actor"], cfg["normalize_obs"]) == (0.8, 10, "aligniql", False)
+    with pytest.raises(SystemExit, match="needs --multipliers"):
+        train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "aligniql_hard"]), "a/b-v0",
+                           None, "none")
+
+
+def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
+    calls = install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    assert run("--dataset", BOX_ID, "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+               "--output-dir", str(out), "--seed", "3") == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", "train_config.json",
+                                               "results.json", "metrics.jsonl", "training_state"}
+    assert [c["episodes"] for c in calls] == [2, 2] and calls[0]["env"] == BOX_ID  # step 3 and final
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in lines if "loss/bc" in r]
+    assert [r["step"] for r in losses] == [2, 4, 6]
+    assert all(np.isfinite(r[k]) for r in losses for k in ("loss/bc", "loss/value", "loss/q", "steps_per_second"))
+    assert any("eval/normalized_score" in r for r in lines)
+    results = json.loads((out / "results.json").read_text())
+    assert results["evaluated"] and results["normalized_score"] == 42.0 and results["n_eval_episodes"] == 2
+    train_config = json.loads((out / "train_config.json").read_text())
+    assert train_config["command"].startswith("python training/train.py ") and "--steps 6" in train_config["command"]
+    assert train_config["args"]["expectile"] == 0.7 and train_config["dataset"]["reward_transform"] == "locomotion"
+
+    agent = AlignIQLAgent.from_pretrained(out)
+    c = agent.config
+    assert (c.dataset_id, c.env_id, c.reward_transform, c.expectile) == (BOX_ID, "Hopper-v5", "locomotion", 0.7)
+    assert c.reward_scale > 0 and c.ref_max_score == 3000.0 and c.normalize_obs
+    assert not torch.equal(agent.obs_std, torch.ones(11))
+    obs = np.random.default_rng(0).normal(size=(5, 11))
+    actions = agent.act(obs)
+    assert actions.shape == (5, 3) and actions.dtype == np.float32 and np.abs(actions).max() <= 1
+
+
+def test_dict_observations_with_multipliers_and_gaussian_actor(goal_dataset, tmp_path, monkeypatch):
+    calls = install_fake_evaluation(monkeypatch)
+    out = tmp_path / "maze"
+    assert run("--dataset", GOAL_ID, "--steps", "4", "--eval-episodes", "1", "--multipliers",
+               "--gaussian-actor", "aligniql", "--output-dir", str(out)) == 0
+    assert len(calls) == 1 and json.loads((out / "results.json").read_text())["success_rate"] == 1.0
+    agent = AlignIQLAgent.from_pretrained(out)
+    assert agent.config.obs_keys == ("observation", "desired_goal") and agent.config.use_multipliers
+    obs = {"observation": np.zeros(4), "achieved_goal": np.zeros(2), "desired_goal": np.ones(2)}
+    for extraction in ("aligniql", "aligniql_hard", "gaussian"):
+        action = agent.act(obs, extraction=extraction)
+        assert action.shape == (2,) and np.isfinite(action).all()
+    batch = {k: np.zeros((3, v.shape[0])) for k, v in obs.items()}
+    assert agent.act(batch).shape == (3, 2)
+
+
+def test_dataset_without_env_skips_evaluation(minari_root, tmp_path, monkeypatch, capsys):
+    make_no_env_dataset()
+    calls = install_fake_evaluation(monkeypatch)
+    out = tmp_path / "noenv"
+    assert run("--dataset", NO_ENV_ID, "--steps", "2", "--eval-episodes", "3", "--output-dir", str(out)) == 0
+    assert calls == [] and "skipping evaluation" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["evaluated"] is False
+    agent = AlignIQLAgent.from_pretrained(out)
+    action = agent.act(np.zeros(5))
+    assert -2 <= action[0] <= 2 and 0 <= action[1] <= 1
+
+
+def test_interrupt_then_resume_matches_uninterrupted_run(box_dataset, tmp_path, monkeypatch):
+    common = ["--dataset", BOX_ID, "--steps", "8", "--eval-episodes", "0", "--save-every", "0", "--seed", "1"]
+    assert run(*common, "--output-dir", str(tmp_path / "full")) == 0
+
+    update = Trainer.update
+
+    def interrupted_update(self, batch):
+        if self.step == 3:  # Ctrl-C arrives during step 4: the loop finishes it, saves and stops
+            signal.raise_signal(signal.SIGINT)
+        return update(self, batch)
+
+    monkeypatch.setattr(Trainer, "update", interrupted_update)
+    part = tmp_path / "part"
+    assert run(*common, "--output-dir", str(part)) == 130
+    assert json.loads((part / "training_state" / "latest.json").read_text())["step"] == 4
+    monkeypatch.setattr(Trainer, "update", update)
+    assert run(*common, "--output-dir", str(part), "--resume") == 0
+
+    full_w, part_w = load_file(tmp_path / "full" / "model.safetensors"), load_file(part / "model.safetensors")
+    assert full_w.keys() == part_w.keys() and all(torch.equal(full_w[k], part_w[k]) for k in full_w)
+    full_s = load_file(tmp_path / "full" / "training_state" / "step_00000008" / "state.safetensors")
+    part_s = load_file(part / "training_state" / "step_00000008" / "state.safetensors")
+    assert all(torch.equal(full_s[k], part_s[k]) for k in full_s)
+    steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+
+    with pytest.raises(SystemExit, match="differ"):
+        run(*common[:-1], "2", "--output-dir", str(part), "--resume")  # another seed
+    with pytest.raises(SystemExit, match="already holds a training run"):
+        run(*common, "--output-dir", str(part))  # no silent overwrite of a run
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        run(*common, "--output-dir", str(tmp_path / "never"), "--resume")
+
+
+def test_real_evaluation_if_available(box_dataset, tmp_path):
+    pytest.importorskip("aligniql.evaluation")
+    out = tmp_path / "real"
+    assert run("--dataset", BOX_ID, "--steps", "2", "--eval-episodes", "1", "--output-dir", str(out)) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["evaluated"] and len(results["returns"]) == 1 and results["normalized_score"] is not None

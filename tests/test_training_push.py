@@ -1,0 +1,119 @@
+"""Publishing: the model card and its model-index, and the upload through HfApi patched at the network seam."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, ModelCard, RepoUrl
+
+from tests.training_fixtures import BOX_ID, TINY_ARGS, box_dataset, install_fake_evaluation, minari_root, single_thread  # noqa: F401
+from training import push as push_mod
+from training import train
+
+AGENT_FILES = {"config.json", "model.safetensors", "README.md", "train_config.json", "results.json", "metrics.jsonl"}
+
+
+class FakeHub:
+    """Records create_repo / upload_folder calls; ``fail`` makes every upload raise."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: Exception | None = None) -> None:
+        self.created: list[dict] = []
+        self.uploads: list[dict] = []
+        hub = self
+
+        def create_repo(self, repo_id, **kw):
+            hub.created.append({"repo_id": repo_id, **kw})
+            return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, *, repo_id, folder_path, **kw):
+            if fail is not None:
+                raise fail
+            files = {p.name: p.read_text() if p.suffix in (".md", ".json") else p.stat().st_size
+                     for p in Path(folder_path).iterdir()}  # the folder is temporary: read it now
+            hub.uploads.append({"repo_id": repo_id, "files": files, **kw})
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+        monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **kw: {"name": "me"})
+        monkeypatch.setattr(push_mod.time, "sleep", lambda s: None)
+
+
+def train_run(out: Path, *extra: str) -> int:
+    return train.main([*TINY_ARGS, "--dataset", BOX_ID, "--steps", "2", "--batch-size", "8", "--eval-episodes", "3",
+                       "--output-dir", str(out), *extra])
+
+
+@pytest.fixture
+def run_dir(box_dataset, tmp_path, monkeypatch) -> Path:
+    install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    assert train_run(out) == 0
+    return out
+
+
+def test_push_uploads_agent_files_with_model_index(run_dir, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    assert push_mod.push(run_dir, "me/aligniql-hopper-test", private=True) == "me/aligniql-hopper-test"
+    assert hub.created == [{"repo_id": "me/aligniql-hopper-test", "private": True, "exist_ok": True}]
+    (upload,) = hub.uploads
+    assert set(upload["files"]) == AGENT_FILES  # never the training state
+    assert BOX_ID in upload["commit_message"]
+    card = ModelCard(upload["files"]["README.md"])
+    assert card.data.library_name == "aligniql" and card.data.datasets == [BOX_ID]
+    assert {"reinforcement-learning", "offline-reinforcement-learning", "Hopper-v5"} <= set(card.data.tags)
+    metrics = {r.metric_type: r for r in card.data.eval_results}
+    assert metrics["mean_reward"].metric_value == "1.00 +/- 0.82"  # fake returns 0, 1, 2
+    assert metrics["normalized_score"].metric_value == 42.0
+    assert all(r.dataset_type == BOX_ID and r.task_type == "reinforcement-learning" for r in metrics.values())
+    text = upload["files"]["README.md"]
+    assert "model-index" in text and 'AlignIQLAgent.from_pretrained("me/aligniql-hopper-test")' in text
+    assert "python training/train.py " in text and "| expectile | 0.7 |" in text and "| minari |" in text
+
+
+def test_default_repo_id_uses_the_token_user(run_dir, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    assert push_mod.push(run_dir) == "me/aligniql-hopper-tiny-v0"
+    assert hub.uploads[0]["repo_id"] == "me/aligniql-hopper-tiny-v0"
+
+
+def test_hand_edited_readme_is_uploaded_as_is(run_dir, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    (run_dir / "README.md").write_text("---\nlibrary_name: aligniql\n---\nmy own card\n")
+    push_mod.push(run_dir, "me/x")
+    assert hub.uploads[0]["files"]["README.md"].endswith("my own card\n")
+
+
+def test_train_push_flag(box_dataset, tmp_path, monkeypatch):
+    install_fake_evaluation(monkeypatch)
+    hub = FakeHub(monkeypatch)
+    assert train_run(tmp_path / "run", "--push", "--repo-id", "org/agent", "--private") == 0
+    assert hub.created[0]["private"] is True and set(hub.uploads[0]["files"]) == AGENT_FILES
+
+
+def test_failed_push_keeps_checkpoint_and_prints_retry(box_dataset, tmp_path, monkeypatch, capsys):
+    install_fake_evaluation(monkeypatch)
+    FakeHub(monkeypatch, fail=RuntimeError("connection reset"))
+    out = tmp_path / "run"
+    assert train_run(out, "--push", "--repo-id", "org/agent") == 1
+    err = capsys.readouterr().err
+    assert "connection reset" in err and f"Retry with: python training/push.py {out} --repo-id org/agent" in err
+    assert AGENT_FILES <= {p.name for p in out.iterdir()} and (out / "training_state" / "latest.json").is_file()
+    hub = FakeHub(monkeypatch)  # the retry command works once the network is back
+    assert push_mod.main([str(out), "--repo-id", "org/agent"]) == 0 and len(hub.uploads) == 1
+
+
+def test_offline_push_fails_at_once_without_retries(run_dir, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    sleeps: list[float] = []
+    monkeypatch.setattr(push_mod.time, "sleep", sleeps.append)
+    with pytest.raises(push_mod.PushError):
+        push_mod.push(run_dir, "org/agent")
+    assert sleeps == []
+
+
+def test_push_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        push_mod.push(tmp_path, "org/agent")
