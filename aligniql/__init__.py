@@ -2,6 +2,7 @@
 
 from aligniql.agent import AlignIQLAgent, Candidates
 from aligniql.config import AlignIQLConfig
+from aligniql.evaluation import EvalResult, evaluate
 
 __version__ = "0.1.0"
-__all__ = ["AlignIQLAgent", "AlignIQLConfig", "Candidates", "__version__"]
+__all__ = ["AlignIQLAgent", "AlignIQLConfig", "Candidates", "EvalResult", "evaluate", "__version__"]
