@@ -62,6 +62,7 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", "train_config.json",
                                                "results.json", "metrics.jsonl", "training_state"}
     assert [c["episodes"] for c in calls] == [2, 2] and calls[0]["env"] == BOX_ID  # step 3 and final
+    assert calls[0]["num_envs"] == 2  # --eval-num-envs 10, capped at the episodes
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in lines if "loss/bc" in r]
     assert [r["step"] for r in losses] == [2, 4, 6]
@@ -151,3 +152,11 @@ def test_real_evaluation_if_available(box_dataset, tmp_path):
     assert run("--dataset", BOX_ID, "--steps", "2", "--eval-episodes", "1", "--output-dir", str(out)) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["evaluated"] and len(results["returns"]) == 1 and results["normalized_score"] is not None
+
+
+def test_cli_reports_missing_or_unpublished_datasets_cleanly(minari_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match=r"error: .*mujoco/walker2d/medium-v0.*minari download"):
+        train.main(["--env", "walker2d-medium-v2", "--push"])
+    with pytest.raises(SystemExit, match="no Minari equivalent"):
+        train.main(["--env", "hopper-medium-replay-v2"])

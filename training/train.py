@@ -30,15 +30,15 @@ from aligniql import AlignIQLAgent, AlignIQLConfig  # noqa: E402
 from aligniql.agent import resolve_device  # noqa: E402
 from aligniql.hub import atomic_write_text  # noqa: E402
 from training import checkpoint  # noqa: E402
-from training.datasets import OfflineData, load_dataset, prepare, resolve_dataset_id  # noqa: E402
+from training.datasets import DatasetNotFoundError, OfflineData, load_dataset, prepare, resolve_dataset_id  # noqa: E402
 from training.presets import dataset_slug, preset_for  # noqa: E402
 from training.push import git_sha, package_versions, push_with_retry_hint, write_card  # noqa: E402
 from training.trainer import Trainer, TrainerConfig, evaluate_agent  # noqa: E402
 
 logger = logging.getLogger("training.train")
 # Arguments that may change between a run and its --resume; all others define the run and must match.
-RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "eval_every", "eval_episodes", "log_every",
-                  "save_every", "output_dir", "download", "env", "dataset"}
+RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "threads", "eval_every", "eval_episodes",
+                  "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="transitions per step (preset: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (0: torch's default); use 1 on cores shared with other jobs")
     p.add_argument("--output-dir", help="run directory (default runs/aligniql-<dataset>-seed<seed>)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps; 0 = only at the end (preset: 250k)")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation; 0 = no evaluation (preset: 50)")
+    p.add_argument("--eval-num-envs", type=int, default=10,
+                   help="envs stepped together during evaluation (batched act; results do not depend on it)")
     p.add_argument("--log-every", type=int, default=1000, help="steps between metrics.jsonl lines")
     p.add_argument("--save-every", type=int, default=25_000, help="steps between training-state checkpoints")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its training state")
@@ -164,6 +168,8 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
         raise SystemExit(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
                          "another --output-dir to start over")
     device = resolve_device(cfg["device"])
+    if cfg["threads"] > 0:
+        torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     tconf = TrainerConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], awr_beta=cfg["awr_beta"],
                           gaussian_weights=cfg["gaussian_actor"] or "awr")
@@ -207,7 +213,8 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
         if data.env_id is None and cfg["eval_episodes"] > 0:
             logger.info("%s has no environment spec: skipping evaluation", data.dataset_id)
             return None
-        result = evaluate_agent(trainer.agent, data.dataset_id, cfg["eval_episodes"], cfg["seed"])
+        result = evaluate_agent(trainer.agent, data.dataset_id, cfg["eval_episodes"], cfg["seed"],
+                                num_envs=cfg["eval_num_envs"])
         if result is not None:
             append_jsonl(out / "metrics.jsonl", {"step": trainer.step, **{f"eval/{k}": v for k, v in result.items()}})
         return result
@@ -256,9 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging()
-    dataset_id = resolve_dataset_id(args.env or args.dataset)
-    data = prepare(load_dataset(dataset_id, download=args.download), normalize_obs=args.normalize_obs,
-                   reward_transform=args.reward_transform)
+    try:
+        dataset_id = resolve_dataset_id(args.env or args.dataset)
+        dataset = load_dataset(dataset_id, download=args.download)
+    except (ValueError, DatasetNotFoundError) as e:  # a bad name or a missing dataset: the message says it all
+        raise SystemExit(f"error: {e}") from None
+    data = prepare(dataset, normalize_obs=args.normalize_obs, reward_transform=args.reward_transform)
     cfg = resolve_args(args, dataset_id, data.env_id, data.reward_transform)
     command = "python training/train.py " + shlex.join(argv)
     try:
