@@ -125,6 +125,7 @@ def speed(args: argparse.Namespace) -> dict:
                                     rng.normal(size=n).astype(np.float32), np.eye(1, n, n - 1)[0],
                                     np.zeros(n))
     algo = make_iql(10**6, args.batch_size, 0.7, 3.0, args.device)
+    algo.config.observation_scaler.fit_with_transition_picker(mdp.episodes, mdp.transition_picker)
     algo.build_with_dataset(mdp)
     batch = mdp.sample_transition_batch(args.batch_size)
     for _ in range(20):

@@ -144,3 +144,40 @@ def test_checkpoint_directory_is_switched_atomically(tmp_path):
         make_trainer(steps=99).load_state_dict(checkpoint.load_state(tmp_path)[0])
     with pytest.raises(FileNotFoundError, match="no training state"):
         checkpoint.load_state(tmp_path / "elsewhere")
+
+
+def test_bf16_precision_trains_and_is_validated():
+    from aligniql import AlignIQLAgent
+    from tests.conftest import tiny_config
+    from training.datasets import Transitions
+    from training.trainer import Trainer, TrainerConfig
+
+    with pytest.raises(ValueError, match="precision must be"):
+        TrainerConfig(steps=10, batch_size=4, precision="fp16")
+    g = torch.Generator().manual_seed(0)
+    data = Transitions(torch.randn(64, 11, generator=g), torch.rand(64, 3, generator=g) * 2 - 1,
+                       torch.randn(64, generator=g), torch.randn(64, 11, generator=g), torch.ones(64))
+    torch.manual_seed(0)
+    trainer = Trainer(AlignIQLAgent(tiny_config()), data, TrainerConfig(steps=10, batch_size=16, precision="bf16"))
+    for _ in range(3):
+        logs = trainer.train_step()
+    assert all(torch.isfinite(v) for v in logs.values())
+    assert next(trainer.denoiser.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_update_critic_alone_leaves_the_denoiser():
+    from aligniql import AlignIQLAgent
+    from tests.conftest import tiny_config
+    from training.datasets import Transitions
+    from training.trainer import Trainer, TrainerConfig
+
+    g = torch.Generator().manual_seed(0)
+    data = Transitions(torch.randn(64, 11, generator=g), torch.rand(64, 3, generator=g) * 2 - 1,
+                       torch.randn(64, generator=g), torch.randn(64, 11, generator=g), torch.ones(64))
+    trainer = Trainer(AlignIQLAgent(tiny_config()), data, TrainerConfig(steps=10, batch_size=16))
+    before = [p.clone() for p in trainer.denoiser.parameters()]
+    critic_before = [p.clone() for p in trainer.critic.parameters()]
+    logs = trainer.update_critic(trainer.sample_batch())
+    assert set(logs) >= {"loss/value", "loss/q"}
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.denoiser.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(critic_before, trainer.critic.parameters()))

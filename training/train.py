@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="transitions per step (preset: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: denoiser forward/backward under bfloat16 autocast (~1.35x faster on AVX512-BF16 CPUs)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0: torch's default); use 1 on cores shared with other jobs")
     p.add_argument("--output-dir", help="run directory (default runs/aligniql-<dataset>-seed<seed>)")
@@ -172,7 +174,7 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     tconf = TrainerConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], awr_beta=cfg["awr_beta"],
-                          gaussian_weights=cfg["gaussian_actor"] or "awr")
+                          gaussian_weights=cfg["gaussian_actor"] or "awr", precision=cfg.get("precision", "fp32"))
     trainer = Trainer(build_agent(cfg, data), data.transitions, tconf, seed=cfg["seed"], device=device)
     if cfg["resume"]:
         trainer.load_state_dict(checkpoint.load_state(out)[0])

@@ -48,10 +48,15 @@ class TrainerConfig:
     gaussian_weights: str = "awr"
     """Weights of the optional Gaussian actor: IQL's ``awr`` or AlignIQL's ``aligniql`` (exp(-eta (Q-V)^2))."""
     awr_beta: float = 3.0
+    precision: str = "fp32"
+    """``bf16`` runs the denoiser's forward/backward under bfloat16 autocast (fp32 master weights and
+    optimizer); the critic, whose TD targets need the precision, stays fp32. ``fp32`` is the faithful default."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.gaussian_weights not in GAUSSIAN_WEIGHTS:
             raise ValueError(f"gaussian_weights must be one of {GAUSSIAN_WEIGHTS}, got {self.gaussian_weights!r}")
 
@@ -93,17 +98,19 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         c = config
+        # fused: one kernel per optimizer instead of a Python loop over parameters (same update rule)
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {
             "denoiser": torch.optim.AdamW(self.denoiser.parameters(), lr=c.denoiser_lr,
-                                          weight_decay=c.denoiser_weight_decay),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr),
-            "value": torch.optim.Adam(agent.value.parameters(), lr=c.critic_lr),
+                                          weight_decay=c.denoiser_weight_decay, **fused),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, **fused),
+            "value": torch.optim.Adam(agent.value.parameters(), lr=c.critic_lr, **fused),
         }
         if agent.alpha_net is not None and agent.beta_net is not None:
-            self.optimizers["alpha"] = torch.optim.Adam(agent.alpha_net.parameters(), lr=c.multiplier_lr)
-            self.optimizers["beta"] = torch.optim.Adam(agent.beta_net.parameters(), lr=c.multiplier_lr)
+            self.optimizers["alpha"] = torch.optim.Adam(agent.alpha_net.parameters(), lr=c.multiplier_lr, **fused)
+            self.optimizers["beta"] = torch.optim.Adam(agent.beta_net.parameters(), lr=c.multiplier_lr, **fused)
         if agent.actor is not None:  # IQL: Adam with a cosine-decayed learning rate
-            self.optimizers["actor"] = torch.optim.Adam(agent.actor.parameters(), lr=c.actor_lr)
+            self.optimizers["actor"] = torch.optim.Adam(agent.actor.parameters(), lr=c.actor_lr, **fused)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(self.optimizers[name], _cosine(c.steps))
                            for name in ("denoiser", "actor") if name in self.optimizers}
 
@@ -133,35 +140,51 @@ class Trainer:
         Returns:
             Detached 0-dim tensors keyed by name; convert with ``float()`` only when logging.
         """
-        agent, c, cfg = self.agent, self.config, self.agent.config
-        obs, next_obs, actions = agent.normalize_obs(batch.obs), agent.normalize_obs(batch.next_obs), batch.actions
-        logs: dict[str, torch.Tensor] = {}
+        obs, next_obs = self.agent.normalize_obs(batch.obs), self.agent.normalize_obs(batch.next_obs)
+        logs = self.update_denoiser(obs, batch.actions)
+        logs |= self.update_critic(batch, obs=obs, next_obs=next_obs)
+        logs |= self.update_extras(obs, batch.actions)
+        self.step += 1
+        return logs
 
-        # Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts.
-        t = torch.randint(cfg.num_diffusion_steps, (actions.shape[0],), device=self.device)
+    def update_denoiser(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts."""
+        agent = self.agent
+        t = torch.randint(agent.config.num_diffusion_steps, (actions.shape[0],), device=self.device)
         noise = torch.randn_like(actions)
         noisy = add_noise(actions, noise, t, agent.schedule)
-        bc = losses.denoising_loss(self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype)), noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            predicted = self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype))
+        bc = losses.denoising_loss(predicted.float(), noise)
         self._step("denoiser", bc)
-        _lerp_into(agent.denoiser, self.denoiser, c.ema_rate)
+        _lerp_into(agent.denoiser, self.denoiser, self.config.ema_rate)
+        return {"loss/bc": bc.detach()}
 
-        # V: expectile regression onto the target twin-min Q at the dataset actions.
+    def update_critic(self, batch: Transitions, *, obs: torch.Tensor | None = None,
+                      next_obs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The IQL critic alone: expectile V on the target twin-min Q, then Q towards r + discount * mask * V(s')
+        with the V just updated, then Polyak into the target. ``obs``/``next_obs``: already normalized."""
+        agent, cfg = self.agent, self.agent.config
+        obs = agent.normalize_obs(batch.obs) if obs is None else obs
+        next_obs = agent.normalize_obs(batch.next_obs) if next_obs is None else next_obs
         with torch.no_grad():
-            q_target = agent.critic(obs, actions)
+            q_target = agent.critic(obs, batch.actions)
         v = agent.value(obs)
         v_loss = losses.value_loss(q_target, v, cfg.expectile)
         self._step("value", v_loss)
-
-        # Q: towards r + discount * mask * V(s'), with the V just updated; then Polyak into the target.
         with torch.no_grad():
             y = losses.td_target(batch.rewards, batch.masks, agent.value(next_obs), cfg.discount)
-        q1, q2 = self.critic.both(obs, actions)
+        q1, q2 = self.critic.both(obs, batch.actions)
         q_loss = losses.q_loss(q1, q2, y)
         self._step("critic", q_loss)
-        _lerp_into(agent.critic, self.critic, c.polyak)
-        logs.update({"loss/bc": bc, "loss/value": v_loss, "loss/q": q_loss, "q/target_mean": q_target.mean(),
-                     "v/mean": v.mean(), "q/td_target_mean": y.mean()})
+        _lerp_into(agent.critic, self.critic, self.config.polyak)
+        return {"loss/value": v_loss.detach(), "loss/q": q_loss.detach(), "q/target_mean": q_target.mean(),
+                "v/mean": v.detach().mean(), "q/td_target_mean": y.mean()}
 
+    def update_extras(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AlignIQL-hard multipliers and the Gaussian actor, when trained, on the freshly updated critic."""
+        agent, c = self.agent, self.config
+        logs: dict[str, torch.Tensor] = {}
         if "alpha" in self.optimizers or "actor" in self.optimizers:
             with torch.no_grad():  # after this step's V, Q and Polyak updates
                 q_new, v_new = agent.critic(obs, actions), agent.value(obs)
@@ -172,18 +195,18 @@ class Trainer:
             l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha, beta, q_new, v_new)
             self._step("alpha", l_alpha, agent.alpha_net.parameters())
             self._step("beta", l_beta, agent.beta_net.parameters())
-            logs.update({"loss/alpha": l_alpha.detach(), "loss/beta": l_beta.detach(), "beta/mean": beta.mean()})
+            logs.update({"loss/alpha": l_alpha.detach(), "loss/beta": l_beta.detach(),
+                         "beta/mean": beta.detach().mean()})
         if "actor" in self.optimizers:
             if c.gaussian_weights == "awr":
                 weights = losses.awr_weights(q_new, v_new, c.awr_beta)
             else:
-                weights = losses.aligniql_weights(q_new, v_new, cfg.eta)
+                weights = losses.aligniql_weights(q_new, v_new, agent.config.eta)
             mean, log_std = agent.actor(obs)
             actor_loss = losses.weighted_regression_loss(losses.gaussian_log_prob(mean, log_std, actions), weights)
             self._step("actor", actor_loss)
             logs.update({"loss/actor": actor_loss.detach(), "actor/weight_mean": weights.mean()})
-        self.step += 1
-        return {k: v.detach() for k, v in logs.items()}
+        return logs
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}

@@ -1,0 +1,172 @@
+"""Training speed: full AlignIQL steps/s (diffusion BC + critic) and critic-only steps/s at batch 256 and 512,
+with d3rlpy's IQL update measured in the same run as the reference; peak memory; FLOPs per step and the
+fraction of the machine's matmul peak; and the seconds to turn a 1M-transition Minari dataset into tensors.
+
+    bash benchmarks/setup.sh      # once
+    MINARI_DATASETS_PATH=../shared/datasets benchmarks/.venv/bin/python benchmarks/speed.py
+
+Each measurement runs in its own subprocess so its peak memory is its own. Writes
+benchmarks/results/speed_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import count_flops, machine, matmul_peak, sync, write_json  # noqa: E402
+
+OBS_DIM, ACT_DIM = 17, 6  # walker2d-shaped synthetic data, as the peer figures in issue 5
+
+
+def synthetic(n: int, device: str):
+    from training.datasets import Transitions
+
+    g = torch.Generator().manual_seed(0)
+    t = Transitions(torch.randn(n, OBS_DIM, generator=g), torch.rand(n, ACT_DIM, generator=g) * 2 - 1,
+                    torch.randn(n, generator=g), torch.randn(n, OBS_DIM, generator=g), torch.ones(n))
+    return t.to(device)
+
+
+def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: str = "fp32") -> dict:
+    from aligniql import AlignIQLAgent, AlignIQLConfig
+    from training.trainer import Trainer, TrainerConfig
+
+    torch.manual_seed(0)
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM))
+    trainer = Trainer(agent, synthetic(100_000, device), TrainerConfig(steps=10**6, batch_size=batch, precision=precision),
+                      device=device)
+    step = trainer.train_step if kind == "full" else (lambda: trainer.update_critic(trainer.sample_batch()))
+    flops = count_flops(step)
+    for _ in range(10):
+        step()
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        logs = step()
+        n += 1
+    float(next(iter(logs.values())))  # one host sync, as a logging step would
+    sync(device)
+    rate = n / (time.perf_counter() - t0)
+    return {"steps_per_s": rate, "gflop_per_step": flops / 1e9, "achieved_gflops": rate * flops / 1e9}
+
+
+def measure_d3rlpy(batch: int, device: str, seconds: float) -> dict:
+    from benchmarks.d3rlpy_iql import _quiet, speed
+
+    _quiet()
+    probe = speed(argparse.Namespace(batch_size=batch, steps=50, device="cuda:0" if device == "cuda" else "cpu:0"))
+    steps = max(50, int(probe["steps_per_s"] * seconds))
+    return speed(argparse.Namespace(batch_size=batch, steps=steps, device="cuda:0" if device == "cuda" else "cpu:0"))
+
+
+def measure_conversion(source: str) -> dict:
+    """Build a 1M-transition dataset by repeating ``source``'s episodes, then time load_dataset + prepare."""
+    import tempfile
+
+    import minari
+    import numpy as np
+    from minari.data_collector import EpisodeBuffer
+
+    from training.datasets import load_dataset, prepare
+
+    src = minari.load_dataset(source)
+    episodes = list(src.iterate_episodes())
+    reps = -(-1_000_000 // src.total_steps)
+    buffers, total = [], 0
+    for r in range(reps):
+        for ep in episodes:
+            n = min(len(ep.actions), 1_000_000 - total)
+            if n <= 0:
+                break
+            buffers.append(EpisodeBuffer(id=len(buffers), observations=ep.observations[: n + 1], actions=ep.actions[:n],
+                                         rewards=ep.rewards[:n], terminations=ep.terminations[:n],
+                                         truncations=np.r_[ep.truncations[: n - 1], n < len(ep.actions) or
+                                                           ep.truncations[n - 1]], infos={}))
+            total += n
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MINARI_DATASETS_PATH"] = tmp
+        env = src.recover_environment()
+        minari.create_dataset_from_buffers("bench/speed/1m-v0", buffers, env=env, ref_min_score=0.0,
+                                           ref_max_score=1.0)
+        t0 = time.perf_counter()
+        data = prepare(load_dataset("bench/speed/1m-v0", download=False))
+        seconds = time.perf_counter() - t0
+    return {"transitions": len(data.transitions), "episodes": len(buffers), "seconds": seconds}
+
+
+def one(args: argparse.Namespace) -> None:
+    """Child process: one measurement, printed as JSON with this process's peak memory."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one == "d3rlpy":
+        out = measure_d3rlpy(args.batch, args.device, args.seconds)
+    elif args.one == "convert":
+        out = measure_conversion(args.source)
+    elif args.one == "full-bf16":
+        out = measure_ours("full", args.batch, args.device, args.seconds, "bf16")
+    else:
+        out = measure_ours(args.one, args.batch, args.device, args.seconds)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def child(kind: str, batch: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--one", kind, "--batch", str(batch), "--device", args.device,
+           "--seconds", str(args.seconds), "--source", args.source] + (["--threads", str(args.threads)]
+                                                                        if args.threads else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{kind} batch {batch} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--source", default="bench/hopper/medium-v0", help="dataset repeated to 1M transitions")
+    p.add_argument("--skip-d3rlpy", action="store_true")
+    p.add_argument("--skip-conversion", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        return one(args)
+    peak = matmul_peak(args.device, torch.float32)
+    rows = []
+    for batch in args.batch_sizes:
+        for kind in ["full", "full-bf16", "critic"] + ([] if args.skip_d3rlpy else ["d3rlpy"]):
+            r = {"kind": kind, "batch_size": batch, **child(kind, batch, args)}
+            if "achieved_gflops" in r:
+                r["peak_fraction"] = r["achieved_gflops"] * 1e9 / peak
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+        by = {r["kind"]: r["steps_per_s"] for r in rows if r["batch_size"] == batch}
+        if "d3rlpy" in by:
+            print(f"batch {batch}: full {by['full']:.1f}/s (bf16 {by['full-bf16']:.1f}/s), critic {by['critic']:.1f}/s, "
+                  f"d3rlpy IQL {by['d3rlpy']:.1f}/s -> critic/d3rlpy {by['critic'] / by['d3rlpy']:.2f}x", flush=True)
+    result = {"machine": machine(), "device": args.device, "matmul_peak_gflops": peak / 1e9, "rows": rows}
+    if not args.skip_conversion:
+        result["conversion_1m"] = child("convert", 0, args)
+        print(json.dumps(result["conversion_1m"]), flush=True)
+    print("wrote", write_json(f"speed_{args.device.split(':')[0]}.json", result))
+
+
+if __name__ == "__main__":
+    main()
