@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
 from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights, idql_expectile_log_weights,
-                                idql_log_weights, select)
+                                idql_log_weights)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class AlignIQLAgent(nn.Module):
     @torch.inference_mode()
     def act(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
             selection: str | None = None, eta: float | None = None, temperature: float | None = None,
-            generator: torch.Generator | None = None) -> np.ndarray | torch.Tensor:
+            generator: torch.Generator | Sequence[torch.Generator] | None = None) -> np.ndarray | torch.Tensor:
         """Choose actions for one observation or a batch, as a Gymnasium env gives them.
 
         Args:
@@ -166,7 +167,8 @@ class AlignIQLAgent(nn.Module):
             extraction: ``aligniql``, ``aligniql_hard``, ``idql``, ``idql_expectile`` or ``gaussian``.
             selection: ``argmax`` or ``softmax``.
             eta, temperature: override the config's AlignIQL strength and softmax temperature.
-            generator: a ``torch.Generator`` for reproducible actions.
+            generator: a ``torch.Generator`` for reproducible actions, or one per observation of a batch (row i
+                then acts exactly as it would alone with generator i, e.g. one per vector-env episode).
 
         Returns:
             Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy
@@ -194,20 +196,39 @@ class AlignIQLAgent(nn.Module):
             raise ValueError(f"eta and temperature must be > 0, got eta={eta}, temperature={temperature}")
 
         parsed = parse_observation(obs, c, self.device)
-        B = parsed.obs.shape[0]
         noise = gumbel_u = None
         if extraction != "gaussian":
-            gen_device = generator.device if generator is not None else self.device
-            noise = torch.randn((c.num_diffusion_steps, B * int(n), c.act_dim), generator=generator,
-                                device=gen_device).to(self.device)
-            if selection == "softmax":
-                gumbel_u = torch.rand((B, int(n)), generator=generator, device=gen_device).to(self.device)
+            noise, gumbel_u = self._draw(parsed.obs.shape[0], int(n), selection, generator)
         actions = self._core(parsed.obs, noise, gumbel_u, int(n), extraction, selection, eta, temperature)
         if not parsed.batched:
             actions = actions[0]
         if parsed.as_torch:
             return actions.to(parsed.out_device)
         return actions.cpu().numpy().astype(np.float32, copy=False)
+
+    def _draw(self, batch: int, n: int, selection: str,
+              generator: torch.Generator | Sequence[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All of act()'s randomness, drawn up front: diffusion noise (T, batch*n, A), then softmax uniforms (batch, n).
+
+        With one generator per row, row i's draws are exactly those of acting on row i alone with generator i,
+        so a batch of vector-env observations acts as each env would on its own.
+        """
+        T, A = self.config.num_diffusion_steps, self.config.act_dim
+        if generator is None or isinstance(generator, torch.Generator):
+            gens: list[torch.Generator | None] = [generator]
+            rows = batch
+        else:
+            gens, rows = list(generator), 1
+            if len(gens) != batch or not all(isinstance(g, torch.Generator) for g in gens):
+                raise ValueError(f"generator must be one torch.Generator or a sequence of {batch} (one per "
+                                 f"observation), got {len(gens)} items")
+        noise, uniforms = [], []
+        for g in gens:
+            device = g.device if g is not None else self.device
+            noise.append(torch.randn((T, rows * n, A), generator=g, device=device).to(self.device))
+            if selection == "softmax":
+                uniforms.append(torch.rand((rows, n), generator=g, device=device).to(self.device))
+        return torch.cat(noise, dim=1), torch.cat(uniforms) if uniforms else None
 
     def compile(self, **kwargs: Any) -> AlignIQLAgent:  # type: ignore[override]
         """Fast path for repeated ``act`` calls: ``torch.compile`` the whole sample-score-select step.

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from aligniql.agent import AlignIQLAgent
-from aligniql.observations import parse_observation
 
 
 @dataclass(frozen=True)
@@ -166,40 +165,14 @@ class _Policy:
     """Actions for all sub-envs in one batch, each sub-env's randomness from its own episode's generator."""
 
     def __init__(self, agent: Any, overrides: dict[str, Any]) -> None:
-        self.agent, self.overrides, self.checked = agent, overrides, not isinstance(agent, AlignIQLAgent)
-        if isinstance(agent, AlignIQLAgent):
-            c = agent.config
-            o = {"num_samples": c.num_samples, "extraction": c.extraction, "selection": c.selection, "eta": c.eta,
-                 "temperature": c.temperature, **{k: v for k, v in overrides.items() if v is not None}}
-            self.opts = (int(o["num_samples"]), o["extraction"], o["selection"], float(o["eta"]),
-                         float(o["temperature"]))
+        self.agent, self.overrides = agent, overrides
 
-    @torch.inference_mode()
     def __call__(self, obs: Any, generators: list[torch.Generator | None]) -> np.ndarray:
-        if not self.checked:  # the overrides get act()'s own checks and messages
-            self.agent.act(obs, generator=torch.Generator(), **self.overrides)
-            self.checked = True
         if not isinstance(self.agent, AlignIQLAgent):
             return np.asarray(self.agent.act(obs, **self.overrides), dtype=np.float32)
-        agent, c = self.agent, self.agent.config
-        n, extraction, selection, eta, temperature = self.opts
-        noise = gumbel_u = None
-        if extraction != "gaussian":
-            draws = [_draws(g, (c.num_diffusion_steps, n, c.act_dim), selection == "softmax") for g in generators]
-            noise = torch.cat([d[0] for d in draws], dim=1).to(agent.device)
-            if selection == "softmax":
-                gumbel_u = torch.cat([d[1] for d in draws]).to(agent.device)
-        parsed = parse_observation(obs, c, agent.device)
-        return agent._core(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature).cpu().numpy()
-
-
-def _draws(g: torch.Generator | None, shape: tuple[int, int, int], softmax: bool) -> tuple[torch.Tensor, Any]:
-    """The draws ``AlignIQLAgent.act`` makes from ``g`` for one observation, in its order, so that a batch of
-    sub-envs acts exactly as each would alone. Idle sub-envs (``g=None``) get constants."""
-    if g is None:
-        return torch.zeros(shape), torch.full((1, shape[1]), 0.5)
-    noise = torch.randn(shape, generator=g)
-    return noise, torch.rand((1, shape[1]), generator=g) if softmax else None
+        # idle sub-envs (no episode left to run) get a throwaway generator: their actions are never recorded
+        gens = [g if g is not None else torch.Generator().manual_seed(0) for g in generators]
+        return self.agent.act(obs, generator=gens, **self.overrides)
 
 
 def _open(env: Any, num_envs: int, episodes: int, vectorization: str, max_steps: int | None) -> tuple[Any, ...]:
