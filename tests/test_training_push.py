@@ -117,3 +117,22 @@ def test_offline_push_fails_at_once_without_retries(run_dir, monkeypatch):
 def test_push_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         push_mod.push(tmp_path, "org/agent")
+
+
+def test_final_evaluation_records_a_replay_and_the_card_shows_it(box_dataset, tmp_path, monkeypatch):
+    calls = install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    assert train_run(out) == 0
+    assert calls[-1]["record_video"] == out / "replay.mp4"  # only the final evaluation records
+    assert all(c["record_video"] is None for c in calls[:-1])
+    assert "<video" not in (out / "README.md").read_text()  # the fake evaluator rendered nothing
+    (out / "replay.mp4").write_bytes(b"\x00" * 64)
+    hub = FakeHub(monkeypatch)
+    push_mod.push(out, "me/aligniql-hopper-test")
+    (upload,) = hub.uploads
+    assert "replay.mp4" in upload["files"]
+    assert 'src="https://huggingface.co/me/aligniql-hopper-test/resolve/main/replay.mp4"' in \
+        upload["files"]["README.md"]
+    calls.clear()
+    assert train_run(tmp_path / "novideo", "--no-video") == 0
+    assert calls[-1]["record_video"] is None

@@ -134,7 +134,8 @@ def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
             obs = np.zeros(c.obs_dim, np.float32)
         action = agent.act(obs, **act_overrides)
         assert action.shape == (c.act_dim,) and np.isfinite(action).all()
-        calls.append({"env": env, "episodes": episodes, "seed": seed, "num_envs": num_envs})
+        calls.append({"env": env, "episodes": episodes, "seed": seed, "num_envs": num_envs,
+                      "record_video": record_video})
         returns = [float(i) for i in range(episodes)]
         successes = [True] * episodes if c.obs_keys else None
         return FakeEvalResult(returns, [10] * episodes, successes, float(np.mean(returns)), float(np.std(returns)),

@@ -108,7 +108,7 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
         dict_obs=bool(config.get("obs_keys")), config=config, results=results, evaluated=evaluated,
         command=train_config.get("command", "(unknown: no train_config.json)"), hparams=hparams,
         dataset=train_config.get("dataset", {}), versions=train_config.get("versions") or package_versions(),
-        git_sha=train_config.get("git_sha"))
+        git_sha=train_config.get("git_sha"), has_video=(folder / "replay.mp4").is_file())
 
 
 def write_card(folder: str | Path, repo_id: str | None = None) -> Path:

@@ -38,7 +38,7 @@ from training.trainer import Trainer, TrainerConfig, evaluate_agent  # noqa: E40
 logger = logging.getLogger("training.train")
 # Arguments that may change between a run and its --resume; all others define the run and must match.
 RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "threads", "eval_every", "eval_episodes",
-                  "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset"}
+                  "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset", "video"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="transitions per step (preset: 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
+                   help="record replay.mp4 of the final evaluation's first episode for the model card")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: denoiser forward/backward under bfloat16 autocast (~1.35x faster on AVX512-BF16 CPUs)")
     p.add_argument("--threads", type=int, default=0,
@@ -211,12 +213,12 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
                 data.dataset_id, len(data.transitions), data.num_episodes, data.env_id, data.reward_transform,
                 data.reward_scale, data.reward_shift, trainer.device)
 
-    def evaluate() -> dict[str, Any] | None:
+    def evaluate(video: Path | None = None) -> dict[str, Any] | None:
         if data.env_id is None and cfg["eval_episodes"] > 0:
             logger.info("%s has no environment spec: skipping evaluation", data.dataset_id)
             return None
         result = evaluate_agent(trainer.agent, data.dataset_id, cfg["eval_episodes"], cfg["seed"],
-                                num_envs=cfg["eval_num_envs"])
+                                num_envs=cfg["eval_num_envs"], record_video=video)
         if result is not None:
             append_jsonl(out / "metrics.jsonl", {"step": trainer.step, **{f"eval/{k}": v for k, v in result.items()}})
         return result
@@ -248,7 +250,8 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
         logger.warning("stopped at step %d of %d with the state saved; continue with: %s --resume", trainer.step,
                        steps, command.replace(" --resume", ""))
         raise Interrupted
-    result = evaluate()
+    # a replay of the final evaluation's first episode for the model card; rendering failures only warn
+    result = evaluate(out / "replay.mp4" if cfg.get("video", True) else None)
     results = {"dataset_id": data.dataset_id, "env_id": data.env_id, "step": trainer.step,
                "evaluated": result is not None, "eval_datetime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                **(result or {})}

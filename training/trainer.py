@@ -246,7 +246,7 @@ class Trainer:
 
 
 def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: int, *,
-                   num_envs: int = 1) -> dict[str, Any] | None:
+                   num_envs: int = 1, record_video: Any = None) -> dict[str, Any] | None:
     """Evaluate in the dataset's eval env with ``aligniql.evaluation.evaluate``, leaving the training RNG alone.
 
     Returns:
@@ -262,7 +262,7 @@ def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: i
     devices = [agent.device] if agent.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # so that a resumed run draws the same numbers
         result = evaluate(agent, dataset_id, episodes=episodes, seed=seed,
-                          num_envs=max(1, min(num_envs, episodes))).to_dict()
+                          num_envs=max(1, min(num_envs, episodes)), record_video=record_video).to_dict()
     logger.info("eval: return %.1f +- %.1f, normalized score %s, success rate %s", result["mean_return"],
                 result["std_return"], result.get("normalized_score"), result.get("success_rate"))
     return result
