@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="1 = agent.compile(), 0 = eager (default: 0 on CPU, 0 1 on CUDA)")
     p.add_argument("--max-seconds-per-call", type=float, default=15.0, help="skip settings slower than this")
     p.add_argument("--min-seconds", type=float, default=2.0)
+    p.add_argument("--out", help="result file name (default latency_<device>.json, the README's sweep)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         args.fast_path = [0, 1] if args.device.startswith("cuda") else [0]
     args.fast_path = [bool(f) for f in args.fast_path]
     result = run(args)
-    print("wrote", write_json(f"latency_{torch.device(args.device).type}.json", result))
+    print("wrote", write_json(args.out or f"latency_{torch.device(args.device).type}.json", result))
 
 
 if __name__ == "__main__":
