@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", help="Gymnasium env id (default: the agent's config.env_id)")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--video", help="write a replay of the first episode to this .mp4/.gif path")
+    p.add_argument("--video", default="runs/demo/replay.mp4",
+                   help="replay of the first episode (.mp4/.gif); '' to skip; a rendering failure only warns")
     args = p.parse_args(argv)
 
     agent, source = load(args.agent)
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from aligniql.evaluation import evaluate
 
     t0 = time.perf_counter()
-    result = evaluate(agent, env_id, episodes=args.episodes, seed=args.seed, record_video=args.video)
+    result = evaluate(agent, env_id, episodes=args.episodes, num_envs=args.episodes, seed=args.seed,
+                      record_video=args.video or None)
     print(f"agent: {source}  env: {env_id}  extraction: {agent.config.extraction} N={agent.config.num_samples}")
     print(result)
     print(f"({time.perf_counter() - t0:.1f} s)")
