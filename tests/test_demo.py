@@ -13,3 +13,18 @@ def test_demo_runs_a_saved_agent(tmp_path, capsys):
 
 def test_demo_embedded_agent_path_is_inside_the_repo():
     assert demo.EMBEDDED.parts[-3:] == ("benchmarks", "pretrained", "hopper-medium-v0")
+
+
+def test_embedded_agent_loads_strictly_and_acts():
+    # a committed artifact: if a format change breaks it, this fails (regenerate with benchmarks/quality.py)
+    import gymnasium as gym
+
+    from aligniql import AlignIQLAgent
+
+    agent = AlignIQLAgent.from_pretrained(demo.EMBEDDED)
+    assert agent.config.env_id == "Hopper-v5" and agent.config.dataset_id == "bench/hopper/medium-v0"
+    assert agent.config.use_multipliers and agent.config.use_gaussian_actor
+    env = gym.make("Hopper-v5")
+    obs, _ = env.reset(seed=0)
+    for rule in ("aligniql", "aligniql_hard", "idql", "gaussian"):
+        assert env.action_space.contains(agent.act(obs, extraction=rule, num_samples=8))

@@ -161,3 +161,14 @@ def test_device_auto(saved):
     _, path = saved
     agent = AlignIQLAgent.from_pretrained(path, device="auto")
     assert agent.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_saved_files_follow_the_umask_not_private(saved):
+    import os
+    import stat
+
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((path / name).stat().st_mode) == 0o666 & ~mask
