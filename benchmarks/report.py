@@ -23,8 +23,9 @@ def quality() -> list[str]:
         q = json.loads(path.read_text())
         out += [f"**{q['dataset']}** ({q['metric']}, {q['steps']} steps at batch {q['batch_size']}, "
                 f"{q['episodes']} evaluation episodes per seed; ![curve](benchmarks/results/{path.stem}.png))", "",
-                "| method | score | seeds |", "|---|---|---|"]
-        out += [f"| {m} | {r['mean']:.1f} ± {r['std']:.1f} | {r['seeds']} |" for m, r in q["table"].items()]
+                "| method | score (mean ± std over seeds) | seeds |", "|---|---|---|"]
+        out += [f"| {m} | {r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else "") + f" | {r['seeds']} |"
+                for m, r in q["table"].items()]
         out.append("")
     return out
 
