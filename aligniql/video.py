@@ -52,6 +52,20 @@ def record_episode(spec: Any, policy: Any, path: str | os.PathLike, *, seed: int
         return None
 
 
+def _follow_the_agent(env: Any) -> None:
+    """Render locomotion envs through their ``track`` camera: the default free camera stays put (mujoco 4
+    ignores ``trackbodyid`` for it) and the hopper leaves the frame. Envs without one keep their view."""
+    unwrapped = env.unwrapped
+    renderer, model = getattr(unwrapped, "mujoco_renderer", None), getattr(unwrapped, "model", None)
+    if renderer is None or model is None or getattr(renderer, "camera_id", None) not in (None, -1):
+        return
+    import mujoco
+
+    camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+    if camera >= 0:
+        renderer.camera_id = camera
+
+
 def _record(spec: Any, policy: Any, path: Path, seed: int, max_steps: int | None,
             expected_return: float | None) -> str:
     import gymnasium as gym
@@ -62,6 +76,7 @@ def _record(spec: Any, policy: Any, path: Path, seed: int, max_steps: int | None
         fps = float(env.metadata.get("render_fps") or MAX_FPS)
         stride = max(1, round(fps / MAX_FPS))
         obs, _ = env.reset(seed=seed)
+        _follow_the_agent(env)
         first = env.render()  # without a GL backend this fails here, before a file is opened
         writer, path = _open_writer(path, fps / stride)
         writer.append_data(first)
