@@ -18,7 +18,7 @@ from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
 from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights, idql_expectile_log_weights,
-                                idql_log_weights)
+                                idql_log_weights, select)
 
 
 @dataclass(frozen=True)
@@ -146,11 +146,7 @@ class AlignIQLAgent(nn.Module):
         if extraction == "gaussian":
             return self.scale_action(self.actor(obs)[0])
         cand = self.propose(obs, num_samples=num_samples, extraction=extraction, eta=eta, noise=noise)
-        if selection == "argmax":
-            idx = cand.log_weights.argmax(dim=-1)
-        else:  # Gumbel-max with the uniform draws given; same distribution as selection.select
-            tiny = torch.finfo(gumbel_u.dtype).tiny
-            idx = (cand.log_weights / temperature - torch.log(-torch.log(gumbel_u.clamp_min(tiny)))).argmax(-1)
+        idx = select(cand.log_weights, selection=selection, temperature=temperature, uniforms=gumbel_u)
         chosen = cand.actions[torch.arange(obs.shape[0], device=obs.device), idx]
         return self.scale_action(chosen)
 

@@ -33,17 +33,19 @@ def idql_expectile_log_weights(q: torch.Tensor, v: torch.Tensor, expectile: floa
 
 
 def select(log_weights: torch.Tensor, *, selection: str = "argmax", temperature: float = 1.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Pick one candidate index per row of (B, N) log-weights.
 
     ``argmax`` takes the largest log-weight. ``softmax`` samples i with p_i = softmax(log_w / temperature)_i,
     through the Gumbel-max trick so that it stays on the device and follows ``generator``. (The official
     code samples with p proportional to the raw log-weight, which inverts AlignIQL's preference, §7.2.)
+    ``uniforms``: U(0, 1) draws shaped like ``log_weights`` to use instead of drawing from ``generator``.
     """
     if selection == "argmax":
         return log_weights.argmax(dim=-1)
     if selection == "softmax":
-        u = torch.rand(log_weights.shape, generator=generator, device=log_weights.device, dtype=log_weights.dtype)
+        u = uniforms if uniforms is not None else torch.rand(log_weights.shape, generator=generator,
+                                                             device=log_weights.device, dtype=log_weights.dtype)
         gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
         return (log_weights / temperature + gumbel).argmax(dim=-1)
     raise ValueError(f"selection must be 'argmax' or 'softmax', got {selection!r}")
