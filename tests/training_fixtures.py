@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import types
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,23 +104,6 @@ def goal_dataset(minari_root: Path):
     return make_goal_dataset()
 
 
-@dataclass
-class FakeEvalResult:
-    """The fields of ``aligniql.evaluation.EvalResult`` that training uses."""
-
-    returns: list[float]
-    lengths: list[int]
-    successes: list[bool] | None
-    mean_return: float
-    std_return: float
-    normalized_score: float | None
-    success_rate: float | None
-    steps_per_second: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Replace ``aligniql.evaluation`` with an evaluator that only checks the agent acts; returns its calls."""
     calls: list[dict] = []
@@ -138,8 +120,13 @@ def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
                       "record_video": record_video})
         returns = [float(i) for i in range(episodes)]
         successes = [True] * episodes if c.obs_keys else None
-        return FakeEvalResult(returns, [10] * episodes, successes, float(np.mean(returns)), float(np.std(returns)),
-                              42.0, 1.0 if successes else None, 100.0)
+        return EvalResult(returns=returns, lengths=[10] * episodes, successes=successes,
+                          mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+                          normalized_score=42.0, normalized_score_std=0.0,
+                          success_rate=1.0 if successes else None, terminates_at_goal=None, env_id=None,
+                          episodes=episodes, num_envs=num_envs, seed=seed, steps_per_second=100.0)
+
+    from aligniql.evaluation import EvalResult  # the real result type, so the fake cannot drift from it
 
     module = types.ModuleType("aligniql.evaluation")
     module.evaluate = evaluate
