@@ -21,6 +21,12 @@ from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights,
                                 idql_log_weights, select)
 
 
+# On a CPU, one pass over (obs x N) candidate rows is fastest while its (rows, 4*hidden) activations stay in
+# cache: 2048-row passes took the (64 obs, N=256) and (1024 obs, N=16) calls from 2.3-2.4 s to 1.65-1.8 s
+# (2-core EPYC). GPUs want the whole batch in one pass. Rows never interact, so chunking changes no action.
+CPU_ROWS_PER_PASS = 2048
+
+
 @dataclass(frozen=True)
 class Candidates:
     """What ``act`` looked at for a batch of B observations with N candidates each (normalized actions)."""
@@ -195,12 +201,24 @@ class AlignIQLAgent(nn.Module):
         noise = gumbel_u = None
         if extraction != "gaussian":
             noise, gumbel_u = self._draw(parsed.obs.shape[0], int(n), selection, generator)
-        actions = self._core(parsed.obs, noise, gumbel_u, int(n), extraction, selection, eta, temperature)
+        actions = self._act_in_passes(parsed.obs, noise, gumbel_u, int(n), extraction, selection, eta, temperature)
         if not parsed.batched:
             actions = actions[0]
         if parsed.as_torch:
             return actions.to(parsed.out_device)
         return actions.cpu().numpy().astype(np.float32, copy=False)
+
+    def _act_in_passes(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None,
+                       n: int, *args: Any) -> torch.Tensor:
+        """Run the core on slices of the batch (CPU: about CPU_ROWS_PER_PASS candidates each), passing each slice
+        its own part of the pre-drawn randomness, so the actions are those of one pass over the whole batch."""
+        B = obs.shape[0]
+        per = B if self.device.type != "cpu" or noise is None else max(1, CPU_ROWS_PER_PASS // n)
+        if B <= per:
+            return self._core(obs, noise, gumbel_u, n, *args)
+        return torch.cat([self._core(obs[i:i + per], noise[:, i * n:(i + per) * n],  # type: ignore[index]
+                                     None if gumbel_u is None else gumbel_u[i:i + per], n, *args)
+                          for i in range(0, B, per)])
 
     def _draw(self, batch: int, n: int, selection: str,
               generator: torch.Generator | Sequence[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor | None]:

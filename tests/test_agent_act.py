@@ -154,3 +154,20 @@ def test_one_generator_per_row_acts_like_each_row_alone(agent, selection):
     np.testing.assert_array_equal(batched, np.stack(alone))
     with pytest.raises(ValueError, match="one per observation"):
         agent.act(obs, generator=[torch.Generator()] * 2)
+
+
+@pytest.mark.parametrize("selection", ["argmax", "softmax"])
+def test_cpu_passes_over_a_large_batch_choose_the_same_actions_as_one_pass(agent, selection, monkeypatch):
+    import aligniql.agent as agent_module
+
+    obs = np.random.default_rng(5).normal(size=(7, 11))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    monkeypatch.setattr(agent_module, "CPU_ROWS_PER_PASS", 10**9)
+    one_pass = agent.act(obs, num_samples=8, selection=selection, generator=g())
+    calls = []
+    core = agent._core
+    monkeypatch.setattr(agent, "_core", lambda o, *a: calls.append(o.shape[0]) or core(o, *a))
+    monkeypatch.setattr(agent_module, "CPU_ROWS_PER_PASS", 3 * 8)  # 3 observations' candidates per pass
+    chunked = agent.act(obs, num_samples=8, selection=selection, generator=g())
+    assert calls == [3, 3, 1]
+    np.testing.assert_allclose(chunked, one_pass, atol=1e-6)
