@@ -17,17 +17,35 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def quality_summary(runs: list[dict]) -> list[str]:
+    """One row per method, one column per dataset: the table to read first."""
+    methods = list(dict.fromkeys(m for q in runs for m in q["table"]))
+    out = ["| method | " + " | ".join(q["dataset"].removeprefix("bench/") + (" (success %)" if "success" in q["metric"]
+                                                                            else "") for q in runs) + " |",
+           "|---|" + "---|" * len(runs)]
+    for m in methods:
+        cells = []
+        for q in runs:
+            r = q["table"].get(m)
+            cells.append("–" if r is None else f"{r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""))
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    counts = [max(r["seeds"] for r in q["table"].values()) for q in runs]
+    per = ", ".join(f"{q['dataset'].removeprefix('bench/')} {n}" for q, n in zip(runs, counts))
+    return out + ["", f"Seeds per dataset: {per}" + (" (mean ± std over seeds)." if max(counts) > 1 else "."), ""]
+
+
 def quality() -> list[str]:
-    out = []
-    for path in sorted(RESULTS.glob("quality_*.json")):
-        q = json.loads(path.read_text())
-        out += [f"**{q['dataset']}** ({q['metric']}, {q['steps']} steps at batch {q['batch_size']}, "
-                f"{q['episodes']} evaluation episodes per seed; ![curve](benchmarks/results/{path.stem}.png))", "",
-                "| method | score (mean ± std over seeds) | seeds |", "|---|---|---|"]
-        out += [f"| {m} | {r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else "") + f" | {r['seeds']} |"
-                for m, r in q["table"].items()]
-        out.append("")
-    return out
+    paths = sorted(RESULTS.glob("quality_*.json"))
+    runs = [json.loads(path.read_text()) for path in paths]
+    if not runs:
+        return []
+    budgets = sorted({f"{q['steps']} gradient steps at batch {q['batch_size']}, {q['episodes']} final evaluation "
+                      f"episodes per seed and method" for q in runs})
+    return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate for PointMaze).", "",
+            *quality_summary(runs),
+            "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
+            + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](benchmarks/results/{path.stem}.png)"
+                        for path, q in zip(paths, runs)) + ".", ""]
 
 
 def speed() -> list[str]:
@@ -55,16 +73,21 @@ def speed() -> list[str]:
 
 
 def latency() -> list[str]:
-    lat = load("latency_cpu.json")
-    if lat is None:
-        return []
-    peaks = lat["matmul_peak_flops"]
-    out = ["`act()` latency (hopper dims, T=5, p50/p90 over repeated calls; % of the measured matmul peak of the "
-           f"same precision: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks.get('bf16', 0) / 1e9:.0f} GFLOP/s):", "",
-           "| precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |", "|---|---|---|---|---|---|---|---|"]
-    for r in lat["rows"]:
-        out.append(f"| {r['precision']} | {r['batch']} | {r['num_samples']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-                   f"{r['actions_per_s']:.0f} | {r['gflop_per_call']:.2f} | {100 * r['peak_fraction']:.0f}% |")
+    out: list[str] = []
+    for path in sorted(RESULTS.glob("latency_*.json")):
+        lat = json.loads(path.read_text())
+        peaks, m = lat["matmul_peak_flops"], lat["machine"]
+        peak_text = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items())
+        out += [f"`{path.name}`: `act()` on {lat['device']} ({m.get('gpu') or m['cpu']}, {m['date']}; hopper dims, "
+                f"T=5, p50/p90 over repeated calls; % of the measured matmul peak of the same precision: "
+                f"{peak_text} GFLOP/s):", "",
+                "| fast path | precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in lat["rows"]:
+            out.append(f"| {'compiled' if r.get('fast_path') else 'eager'} | {r['precision']} | {r['batch']} | "
+                       f"{r['num_samples']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['actions_per_s']:.0f} | "
+                       f"{r['gflop_per_call']:.2f} | {100 * r['peak_fraction']:.0f}% |")
+        out.append("")
     return out
 
 
