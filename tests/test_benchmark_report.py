@@ -1,0 +1,30 @@
+"""benchmarks/report.py turns the result JSONs into the README's tables (no torch, no benchmark run)."""
+
+import json
+
+from benchmarks import report
+
+
+def _quality(tmp_path, slug, dataset, metric, table):
+    (tmp_path / f"quality_{slug}.json").write_text(json.dumps(
+        {"dataset": dataset, "metric": metric, "steps": 30000, "batch_size": 256, "episodes": 10, "table": table}))
+
+
+def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    _quality(tmp_path, "a", "bench/hopper/medium-v0", "normalized score",
+             {"AlignIQL": {"mean": 74.64, "std": 3.25, "seeds": 3}, "d3rlpy IQL": {"mean": 81.5, "std": 0.0, "seeds": 3}})
+    _quality(tmp_path, "b", "bench/pointmaze/medium-v0", "success rate (%)",
+             {"AlignIQL": {"mean": 70.0, "std": 0.0, "seeds": 1}})
+    lines = report.quality()
+    text = "\n".join(lines)
+    assert "| method | hopper/medium-v0 | pointmaze/medium-v0 (success %) |" in lines
+    assert "| AlignIQL | 74.6 ± 3.2 | 70.0 |" in lines
+    assert "| d3rlpy IQL | 81.5 ± 0.0 | – |" in lines  # a method not run on a dataset is marked, not dropped
+    assert "hopper/medium-v0 3, pointmaze/medium-v0 1 (mean ± std over seeds)" in text
+    assert "30000 gradient steps at batch 256" in text
+
+
+def test_no_results_prints_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.quality() == [] and report.latency() == [] and report.speed() == []
