@@ -78,7 +78,7 @@ def latency() -> list[str]:
         lat = json.loads(path.read_text())
         peaks, m = lat["matmul_peak_flops"], lat["machine"]
         peak_text = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items())
-        out += [f"`{path.name}`: `act()` on {lat['device']} ({m.get('gpu') or m['cpu']}, {m['date']}; hopper dims, "
+        out += [f"`{path.name}`: `act()` on {lat['device']} ({m['gpu'] if str(lat['device']).startswith('cuda') else m['cpu']}, {m['date']}; hopper dims, "
                 f"T=5, p50/p90 over repeated calls; % of the measured matmul peak of the same precision: "
                 f"{peak_text} GFLOP/s):", "",
                 "| fast path | precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |",

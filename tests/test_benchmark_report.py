@@ -28,3 +28,14 @@ def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_
 def test_no_results_prints_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     assert report.quality() == [] and report.latency() == [] and report.speed() == []
+
+
+def test_cpu_latency_on_a_gpu_machine_names_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    machine = {"cpu": "AMD EPYC", "gpu": "NVIDIA H200", "date": "2026-11-21 10:00 UTC"}
+    for device in ("cpu", "cuda"):
+        (tmp_path / f"latency_{device}.json").write_text(json.dumps(
+            {"device": device, "machine": machine, "matmul_peak_flops": {"fp32": 1.8e11}, "rows": []}))
+    text = "\n".join(report.latency())
+    assert "`latency_cpu.json`: `act()` on cpu (AMD EPYC," in text
+    assert "`latency_cuda.json`: `act()` on cuda (NVIDIA H200," in text

@@ -19,8 +19,9 @@ def test_envs_without_a_track_camera_keep_their_view():
     gym.register_envs(gymnasium_robotics)
     env = gym.make("PointMaze_UMaze-v3", render_mode="rgb_array")
     env.reset(seed=0)
-    before = env.unwrapped.point_env.mujoco_renderer.camera_id if hasattr(env.unwrapped, "point_env") else None
+    renderer = env.unwrapped.point_env.mujoco_renderer  # PointMaze renders through its inner point env
+    before = renderer.camera_id
     _follow_the_agent(env)
-    after = env.unwrapped.point_env.mujoco_renderer.camera_id if hasattr(env.unwrapped, "point_env") else None
+    after = renderer.camera_id
     assert before == after
     env.close()
