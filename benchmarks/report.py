@@ -17,7 +17,7 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def quality_summary(runs: list[dict]) -> list[str]:
+def summary_table(runs: list[dict]) -> list[str]:
     """One row per method, one column per dataset: the table to read first."""
     methods = list(dict.fromkeys(m for q in runs for m in q["table"]))
     out = ["| method | " + " | ".join(q["dataset"].removeprefix("bench/") + (" (success %)" if "success" in q["metric"]
@@ -42,10 +42,21 @@ def quality() -> list[str]:
     budgets = sorted({f"{q['steps']} gradient steps at batch {q['batch_size']}, {q['episodes']} final evaluation "
                       f"episodes per seed and method" for q in runs})
     return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate for PointMaze).", "",
-            *quality_summary(runs),
+            *summary_table(runs),
             "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
             + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](benchmarks/results/{path.stem}.png)"
                         for path, q in zip(paths, runs)) + ".", ""]
+
+
+def extraction() -> list[str]:
+    paths = sorted(RESULTS.glob("extraction_*.json"))
+    runs = [json.loads(path.read_text()) for path in paths]
+    if not runs:
+        return []
+    episodes = sorted({q["episodes"] for q in runs})
+    return ["Act-time settings on the same checkpoints (`benchmarks/extraction.py`; "
+            f"{'/'.join(map(str, episodes))} episodes per seed, the quality table's episode seeds). "
+            "Normalized score (success rate for PointMaze).", "", *summary_table(runs)]
 
 
 def speed() -> list[str]:
@@ -92,7 +103,7 @@ def latency() -> list[str]:
 
 
 def main() -> None:
-    sections = [("Quality", quality()), ("Training speed", speed()), ("Act latency", latency())]
+    sections = [("Quality", quality()), ("Extraction rules", extraction()), ("Training speed", speed()), ("Act latency", latency())]
     for title, lines in sections:
         if lines:
             print(f"### {title}\n")

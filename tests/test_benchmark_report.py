@@ -39,3 +39,42 @@ def test_cpu_latency_on_a_gpu_machine_names_the_cpu(tmp_path, monkeypatch):
     text = "\n".join(report.latency())
     assert "`latency_cpu.json`: `act()` on cpu (AMD EPYC," in text
     assert "`latency_cuda.json`: `act()` on cuda (NVIDIA H200," in text
+
+
+def test_extraction_table_lists_every_setting_per_dataset(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    (tmp_path / "extraction_a.json").write_text(json.dumps(
+        {"dataset": "bench/hopper/medium-v0", "metric": "normalized score", "episodes": 10,
+         "table": {"AlignIQL argmax, N=16": {"mean": 70.0, "std": 1.0, "seeds": 2},
+                   "IDQL argmax Q, N=16": {"mean": 80.25, "std": 0.5, "seeds": 2}}}))
+    lines = report.extraction()
+    assert "| method | hopper/medium-v0 |" in lines
+    assert "| AlignIQL argmax, N=16 | 70.0 ± 1.0 |" in lines
+    assert "| IDQL argmax Q, N=16 | 80.2 ± 0.5 |" in lines
+    assert "10 episodes per seed" in lines[0]
+
+
+def test_extraction_settings_reuse_only_the_same_quality_evaluation(tmp_path):
+    from benchmarks import extraction
+    from benchmarks.quality import EVAL_SEED
+
+    grid = extraction.settings([16, 64], [1.0])
+    defaults = {"extraction": "aligniql", "num_samples": 64, "selection": "argmax", "temperature": 1.0, "eta": 1.0}
+    final = {name: {"score": i, "episodes": 10, "seed": EVAL_SEED} for i, name in enumerate(
+        ["AlignIQL", "AlignIQL-hard", "IDQL (argmax Q)", "Gaussian (AWR)", "Diffusion BC (N=1)"])}
+    run = tmp_path / "seed0"
+    seed = {"ours": {"final": final, "run_dir": str(run)}}
+    pick = {name: extraction.reusable(seed, run, ov, 10, defaults) for name, ov in grid.items()}
+    assert pick["AlignIQL argmax, N=64"]["score"] == 0
+    assert pick["AlignIQL-hard softmax T=1, N=64"]["score"] == 1
+    assert pick["IDQL argmax Q, N=64"]["score"] == 2
+    assert pick["Diffusion BC (N=1)"]["score"] == 4
+    assert pick["AlignIQL argmax, N=16"] is None and pick["IDQL expectile softmax, N=64"] is None
+    # another checkpoint, episode count or episode seed: evaluated anew, not reused
+    same = grid["AlignIQL argmax, N=64"]
+    assert extraction.reusable(seed, tmp_path / "seed1", same, 10, defaults) is None
+    assert extraction.reusable(seed, run, same, 20, defaults) is None
+    # an agent whose default selection is softmax: the quality "AlignIQL" row was not an argmax evaluation
+    assert extraction.reusable(seed, run, same, 10, defaults | {"selection": "softmax"}) is None
+    final["AlignIQL"]["seed"] = 0
+    assert extraction.reusable(seed, run, same, 10, defaults) is None
