@@ -45,7 +45,7 @@ def episodes_dataset(dataset_id: str):
         o = _flat(ep.observations, keys)
         a = np.clip(2 * (np.asarray(ep.actions, np.float64) - low) / (high - low) - 1, -1 + 1e-5, 1 - 1e-5)
         r = np.asarray(ep.rewards, np.float64) * data.reward_scale + data.reward_shift
-        T, terminated = len(a), bool(ep.terminations[-1])
+        terminated = bool(ep.terminations[-1])
         if terminated:  # d3rlpy treats the last stored step as terminal
             o = o[:-1]
         else:  # keep o[T] as the next observation of the last step: append a dummy step d3rlpy never samples

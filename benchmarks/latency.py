@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> dict:
     peaks = {"fp32": matmul_peak(device, torch.float32)}
     if "bf16" in args.precision:
         peaks["bf16"] = matmul_peak(device, torch.bfloat16)
-    print(f"matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+    print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
     rows = []
     for fast in args.fast_path:
         agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3)).to(device)
