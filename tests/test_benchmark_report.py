@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import report
 
 
@@ -78,3 +80,20 @@ def test_extraction_settings_reuse_only_the_same_quality_evaluation(tmp_path):
     assert extraction.reusable(seed, run, same, 10, defaults | {"selection": "softmax"}) is None
     final["AlignIQL"]["seed"] = 0
     assert extraction.reusable(seed, run, same, 10, defaults) is None
+
+
+def test_write_readme_replaces_only_the_marked_span(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\n\nold table\n\n{report.END}\n\nhand-written notes\n")
+    report.write_readme(readme, "#### Quality\n\n| new |\n")
+    assert readme.read_text() == f"intro\n{report.BEGIN}\n\n#### Quality\n\n| new |\n\n{report.END}\n\nhand-written notes\n"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="needs exactly one"):
+        report.write_readme(readme, "x")
+
+
+def test_readme_tables_match_the_committed_results():
+    """The README's numbers are the result files' numbers: rerun `report.py --write-readme` after a benchmark."""
+    text = report.README.read_text()
+    generated = text.split(report.BEGIN)[1].split(report.END)[0].strip()
+    assert generated == report.render("####").strip()
