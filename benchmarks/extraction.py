@@ -61,6 +61,50 @@ def reusable(quality_seed: dict | None, run: Path, overrides: dict, episodes: in
     return None
 
 
+DIAG_TEMPERATURES = (1.0, 0.1, 0.01)
+
+
+def dataset_observations(dataset: str, count: int = 64, seed: int = 0):
+    """``count`` observations drawn from the dataset's first episodes, as the env gives them (dicts stay dicts)."""
+    import minari
+
+    ds = minari.load_dataset(dataset)
+    eps = list(ds.iterate_episodes(range(min(10, ds.total_episodes))))
+    first = eps[0].observations
+    if isinstance(first, dict):
+        obs = {k: np.concatenate([ep.observations[k][:-1] for ep in eps]) for k in first}
+        n = len(next(iter(obs.values())))
+    else:
+        obs = np.concatenate([ep.observations[:-1] for ep in eps])
+        n = len(obs)
+    idx = np.random.default_rng(seed).choice(n, size=min(count, n), replace=False)
+    return {k: v[idx] for k, v in obs.items()} if isinstance(obs, dict) else obs[idx]
+
+
+def diagnose(agent, obs, temperatures, num_samples: int = 64, seed: int = 0) -> dict:
+    """How far apart a state's candidates are, per rule: the spread of their Q, the std of their log-weights,
+    and the effective sample size 1 / sum(p^2) of softmax selection at each temperature (N = uniform
+    sampling, i.e. diffusion BC; 1 = argmax)."""
+    import torch
+
+    from aligniql.observations import parse_observation
+    from aligniql.selection import softmax_probabilities
+
+    rules = ["aligniql", "idql"] + (["aligniql_hard"] if agent.beta_net is not None else [])
+    out = {"num_samples": num_samples, "states": None, "rules": {}}
+    with torch.inference_mode():
+        x = agent.normalize_obs(parse_observation(obs, agent.config, agent.device).obs)
+        out["states"] = int(x.shape[0])
+        for rule in rules:
+            g = torch.Generator(device=agent.device).manual_seed(seed)  # same candidates for every rule
+            c = agent.propose(x, num_samples=num_samples, extraction=rule, eta=agent.config.eta, generator=g)
+            ess = {f"{t:g}": float((1 / softmax_probabilities(c.log_weights, t).pow(2).sum(-1)).mean())
+                   for t in sorted(set(DIAG_TEMPERATURES) | set(temperatures), reverse=True)}
+            out["rules"][rule] = {"q_spread": float((c.q.max(-1).values - c.q.min(-1).values).median()),
+                                  "log_weight_std": float(c.log_weights.std(-1).median()), "softmax_ess": ess}
+    return out
+
+
 def summarize(dataset: str, per_seed: dict, grid: dict, episodes: int) -> dict:
     table = {}
     for name in grid:
@@ -105,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
             agent = AlignIQLAgent.from_pretrained(run, device=args.device)
             defaults = {k: getattr(agent.config, k) for k in ACT_DEFAULTS}
             done = per_seed.setdefault(str(seed), {})
+            measured = {float(t) for r in done.get("diagnostics", {}).get("rules", {}).values() for t in r["softmax_ess"]}
+            if not set(args.temperatures) <= measured:
+                done["diagnostics"] = diagnose(agent, dataset_observations(dataset), args.temperatures)
+                write_json(path.name, summarize(dataset, per_seed, every, args.episodes))
             for name, overrides in grid.items():
                 if name in done:
                     continue

@@ -33,9 +33,9 @@ def summary_table(runs: list[dict]) -> list[str]:
             r = q["table"].get(m)
             cells.append("–" if r is None else f"{r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
-    counts = [max(r["seeds"] for r in q["table"].values()) for q in runs]
+    counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
     per = ", ".join(f"{q['dataset'].removeprefix('bench/')} {n}" for q, n in zip(runs, counts))
-    return out + ["", f"Seeds per dataset: {per}" + (" (mean ± std over seeds)." if max(counts) > 1 else "."), ""]
+    return out + ["", f"Seeds per dataset: {per}" + (" (mean ± std over seeds)." if max(counts, default=0) > 1 else "."), ""]
 
 
 def quality() -> list[str]:
@@ -60,7 +60,39 @@ def extraction() -> list[str]:
     episodes = sorted({q["episodes"] for q in runs})
     return ["Act-time settings on the same checkpoints (`benchmarks/extraction.py`; "
             f"{'/'.join(map(str, episodes))} episodes per seed, the quality table's episode seeds). "
-            "Normalized score (success rate for PointMaze).", "", *summary_table(runs)]
+            "Normalized score (success rate for PointMaze).", "", *summary_table(runs), *softmax_spread(runs)]
+
+
+RULE_NAMES = {"aligniql": "AlignIQL", "aligniql_hard": "AlignIQL-hard", "idql": "IDQL (Q)"}
+
+
+def softmax_spread(runs: list[dict]) -> list[str]:
+    """The diagnostics that explain the softmax rows: how many candidates softmax selection really spreads over."""
+    diags = [(q["dataset"].removeprefix("bench/"), [s["diagnostics"] for s in q.get("per_seed", {}).values()
+                                                    if "diagnostics" in s]) for q in runs]
+    diags = [(name, d) for name, d in diags if d]
+    if not diags:
+        return []
+    temps = sorted({t for _, ds in diags for d in ds for r in d["rules"].values() for t in r["softmax_ess"]},
+                   key=float, reverse=True)
+    n = sorted({d["num_samples"] for _, ds in diags for d in ds})
+    out = [f"Effective number of candidates that softmax selection samples from, 1 / Σp² of N = {'/'.join(map(str, n))} "
+           "(N: uniform, i.e. diffusion BC; 1: argmax), and the median spread of Q among one state's candidates; "
+           "mean over seeds, 64 dataset states each:", "",
+           "| dataset | rule | Q spread | " + " | ".join(f"T={t}" for t in temps) + " |",
+           "|---|---|---|" + "---|" * len(temps)]
+    for name, ds in diags:
+        for rule, label in RULE_NAMES.items():
+            rows = [d["rules"][rule] for d in ds if rule in d["rules"]]
+            if not rows:
+                continue
+            cells = []
+            for t in temps:
+                vals = [r["softmax_ess"][t] for r in rows if t in r["softmax_ess"]]
+                cells.append(f"{sum(vals) / len(vals):.1f}" if vals else "–")
+            spread = sum(r["q_spread"] for r in rows) / len(rows)
+            out.append(f"| {name} | {label} | {spread:.3f} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def speed() -> list[str]:

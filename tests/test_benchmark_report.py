@@ -54,6 +54,31 @@ def test_extraction_table_lists_every_setting_per_dataset(tmp_path, monkeypatch)
     assert "| AlignIQL argmax, N=16 | 70.0 ± 1.0 |" in lines
     assert "| IDQL argmax Q, N=16 | 80.2 ± 0.5 |" in lines
     assert "10 episodes per seed" in lines[0]
+    assert not any("Effective number" in line for line in lines)  # no diagnostics, no spread table
+
+
+def test_softmax_spread_table_averages_seeds_and_marks_missing_temperatures(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+
+    def diag(ess_aligniql, spread, temps=("1", "0.01")):
+        return {"num_samples": 64, "states": 64, "rules": {
+            "aligniql": {"q_spread": spread, "log_weight_std": 0.01, "softmax_ess": dict(zip(temps, ess_aligniql))},
+            "idql": {"q_spread": spread, "log_weight_std": 0.03, "softmax_ess": dict(zip(temps, (60.0, 9.0)))}}}
+
+    (tmp_path / "extraction_a.json").write_text(json.dumps(
+        {"dataset": "bench/hopper/medium-v0", "metric": "normalized score", "episodes": 10,
+         "table": {"AlignIQL argmax, N=16": {"mean": 70.0, "std": 1.0, "seeds": 2}},
+         "per_seed": {"0": {"diagnostics": diag((64.0, 30.0), 0.1)}, "1": {"diagnostics": diag((62.0, 40.0), 0.2)},
+                      "2": {"AlignIQL argmax, N=16": {"score": 70.0}}}}))
+    (tmp_path / "extraction_b.json").write_text(json.dumps(
+        {"dataset": "bench/walker2d/medium-v0", "metric": "normalized score", "episodes": 10, "table": {},
+         "per_seed": {"0": {"diagnostics": diag((50.0,), 0.4, temps=("1",))}}}))
+    lines = report.extraction()
+    assert "| dataset | rule | Q spread | T=1 | T=0.01 |" in lines
+    assert "| hopper/medium-v0 | AlignIQL | 0.150 | 63.0 | 35.0 |" in lines
+    assert "| hopper/medium-v0 | IDQL (Q) | 0.150 | 60.0 | 9.0 |" in lines
+    assert "| walker2d/medium-v0 | AlignIQL | 0.400 | 50.0 | – |" in lines
+    assert not any("AlignIQL-hard" in line for line in lines)  # a checkpoint without multipliers has no row
 
 
 def test_extraction_settings_reuse_only_the_same_quality_evaluation(tmp_path):
