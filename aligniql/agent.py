@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ CPU_ROWS_PER_PASS = 2048
 class Candidates:
     """What ``act`` looked at for a batch of B observations with N candidates each (normalized actions)."""
 
-    actions: torch.Tensor  # (B, N, A) in [-1, 1]
+    actions: torch.Tensor  # (B, N, A): in [-1, 1] from ``propose``, in the env's units from ``candidates``
     q: torch.Tensor  # (B, N) target twin-min Q
     v: torch.Tensor  # (B,)
     log_weights: torch.Tensor  # (B, N)
@@ -177,6 +177,42 @@ class AlignIQLAgent(nn.Module):
             Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy
             input, a float32 torch tensor on the input's device for torch input.
         """
+        n, extraction, selection, eta, temperature = self._settings(num_samples, extraction, selection, eta,
+                                                                    temperature)
+        parsed = parse_observation(obs, self.config, self.device)
+        noise = gumbel_u = None
+        if extraction != "gaussian":
+            noise, gumbel_u = self._draw(parsed.obs.shape[0], n, selection, generator)
+        actions = self._act_in_passes(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature)
+        if not parsed.batched:
+            actions = actions[0]
+        if parsed.as_torch:
+            return actions.to(parsed.out_device)
+        return actions.cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def candidates(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
+                   eta: float | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None
+                   ) -> Candidates:
+        """What ``act`` chooses from, for the same observations and arguments: N candidates per observation
+        with their target twin-min Q, V(s) and log-weights under ``extraction``, batched as (B, N, ...) even
+        for one observation, ``actions`` in the env's units. With the same generator state, ``act(obs,
+        selection="argmax", ...)`` returns ``actions[b, log_weights[b].argmax()]``; see
+        ``aligniql.selection.softmax_probabilities`` for what softmax selection would sample from.
+        """
+        n, extraction, _, eta, _ = self._settings(num_samples, extraction, "argmax", eta, None)
+        if extraction == "gaussian":
+            raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
+                             "use 'aligniql', 'aligniql_hard', 'idql' or 'idql_expectile'")
+        parsed = parse_observation(obs, self.config, self.device)
+        noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
+        cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
+                            noise=noise)
+        return replace(cand, actions=self.scale_action(cand.actions))
+
+    def _settings(self, num_samples: int | None, extraction: str | None, selection: str | None, eta: float | None,
+                  temperature: float | None) -> tuple[int, str, str, float, float]:
+        """Per-call overrides checked and merged with the config's defaults."""
         c = self.config
         n = c.num_samples if num_samples is None else num_samples
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -197,17 +233,7 @@ class AlignIQLAgent(nn.Module):
         temperature = c.temperature if temperature is None else float(temperature)
         if eta <= 0 or temperature <= 0:
             raise ValueError(f"eta and temperature must be > 0, got eta={eta}, temperature={temperature}")
-
-        parsed = parse_observation(obs, c, self.device)
-        noise = gumbel_u = None
-        if extraction != "gaussian":
-            noise, gumbel_u = self._draw(parsed.obs.shape[0], int(n), selection, generator)
-        actions = self._act_in_passes(parsed.obs, noise, gumbel_u, int(n), extraction, selection, eta, temperature)
-        if not parsed.batched:
-            actions = actions[0]
-        if parsed.as_torch:
-            return actions.to(parsed.out_device)
-        return actions.cpu().numpy().astype(np.float32, copy=False)
+        return int(n), extraction, selection, eta, temperature
 
     def _act_in_passes(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None,
                        n: int, *args: Any) -> torch.Tensor:

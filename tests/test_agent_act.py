@@ -90,6 +90,30 @@ def test_act_picks_the_argmax_candidate(agent):
     torch.testing.assert_close(out, agent.scale_action(best))
 
 
+@pytest.mark.parametrize("extraction", ["aligniql", "aligniql_hard", "idql", "idql_expectile"])
+def test_candidates_are_what_act_chooses_from(extraction):
+    agent = tiny_agent(use_multipliers=True, action_low=[-2.0, 0.0, -1.0], action_high=[2.0, 1.0, 3.0])
+    obs = np.random.default_rng(1).normal(size=(3, 11))
+    cand = agent.candidates(obs, num_samples=7, extraction=extraction, generator=torch.Generator().manual_seed(4))
+    assert cand.actions.shape == (3, 7, 3) and cand.q.shape == (3, 7) and cand.log_weights.shape == (3, 7)
+    low, high = torch.tensor([-2.0, 0.0, -1.0]), torch.tensor([2.0, 1.0, 3.0])
+    assert bool(((cand.actions >= low) & (cand.actions <= high)).all())  # env units, not [-1, 1]
+    best = cand.actions[torch.arange(3), cand.log_weights.argmax(-1)].numpy()
+    act = agent.act(obs, num_samples=7, extraction=extraction, selection="argmax",
+                    generator=torch.Generator().manual_seed(4))
+    np.testing.assert_allclose(act, best, rtol=1e-6, atol=1e-6)
+    one = agent.candidates(obs[0], num_samples=7, extraction=extraction, generator=torch.Generator().manual_seed(4))
+    assert one.actions.shape == (1, 7, 3)  # one observation is a batch of one
+
+
+def test_candidates_refuse_what_has_no_candidates():
+    agent = tiny_agent(use_gaussian_actor=True)
+    with pytest.raises(ValueError, match="no candidates"):
+        agent.candidates(np.zeros(11), extraction="gaussian")
+    with pytest.raises(ValueError, match="num_samples must be a positive int"):
+        agent.candidates(np.zeros(11), num_samples=0)
+
+
 def test_override_num_samples_and_rule(agent):
     obs = np.zeros(11)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
