@@ -75,7 +75,9 @@ class AlignIQLConfig:
     eta: float = 1.0
     """AlignIQL soft-constraint strength; scales the log-weight, so it matters only for softmax."""
     temperature: float = 1.0
-    """Softmax selection temperature: p = softmax(log_weights / temperature)."""
+    """Softmax selection temperature: p = softmax(log_weights / temperature). With rewards normalized as in
+    training, a state's candidates differ in Q by ~0.05-0.4, so temperature 1 samples almost uniformly (i.e.
+    behaviour cloning); ~0.01 gives a real preference (benchmarks/extraction.py measures both)."""
     expectile: float = 0.7
     """IQL expectile of V (0.7 locomotion, 0.9 AntMaze); also used by ``idql_expectile``."""
 
