@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
-from benchmarks.quality import EVAL_SEED, VARIANTS, score_of  # noqa: E402
+from benchmarks.quality import DATASETS, EVAL_SEED, VARIANTS, score_of  # noqa: E402
 
 
 def settings(num_samples: list[int], temperatures: list[float]) -> dict[str, dict]:
@@ -118,9 +118,7 @@ def summarize(dataset: str, per_seed: dict, grid: dict, episodes: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["bench/hopper/medium-v0", "bench/walker2d/medium-v0",
-                                                     "bench/halfcheetah/medium-v0", "bench/hopper/medium-expert-v0",
-                                                     "bench/pointmaze/medium-v0"])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--num-samples", type=int, nargs="+", default=[16, 64], help="N for the argmax rules")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0], help="softmax temperatures")

@@ -32,6 +32,8 @@ VARIANTS = {
     "Gaussian (AWR)": {"extraction": "gaussian"},
     "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
 }
+DATASETS = ("bench/hopper/medium-v0", "bench/walker2d/medium-v0", "bench/halfcheetah/medium-v0",
+            "bench/hopper/medium-expert-v0", "bench/pointmaze/medium-v0")  # the shared datasets
 EVAL_SEED = 100_000  # evaluation episodes never share seeds with training
 
 
@@ -129,9 +131,7 @@ def plot(summary: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["bench/hopper/medium-v0", "bench/walker2d/medium-v0",
-                                                     "bench/halfcheetah/medium-v0", "bench/hopper/medium-expert-v0",
-                                                     "bench/pointmaze/medium-v0"])
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=30_000, help="gradient steps per run (CPU default; scale up on GPU)")
     p.add_argument("--batch-size", type=int, default=256)
