@@ -30,7 +30,7 @@ CPU_ROWS_PER_PASS = 2048
 
 @dataclass(frozen=True)
 class Candidates:
-    """What ``act`` looked at for a batch of B observations with N candidates each (normalized actions)."""
+    """What ``act`` looks at for a batch of B observations with N candidates each."""
 
     actions: torch.Tensor  # (B, N, A): in [-1, 1] from ``propose``, in the env's units from ``candidates``
     q: torch.Tensor  # (B, N) target twin-min Q
@@ -200,10 +200,10 @@ class AlignIQLAgent(nn.Module):
         selection="argmax", ...)`` returns ``actions[b, log_weights[b].argmax()]``; see
         ``aligniql.selection.softmax_probabilities`` for what softmax selection would sample from.
         """
-        n, extraction, _, eta, _ = self._settings(num_samples, extraction, "argmax", eta, None)
-        if extraction == "gaussian":
+        if (self.config.extraction if extraction is None else extraction) == "gaussian":
             raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
                              "use 'aligniql', 'aligniql_hard', 'idql' or 'idql_expectile'")
+        n, extraction, _, eta, _ = self._settings(num_samples, extraction, "argmax", eta, None)
         parsed = parse_observation(obs, self.config, self.device)
         noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
         cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
-from benchmarks.quality import DATASETS, EVAL_SEED, VARIANTS, score_of  # noqa: E402
+from benchmarks.quality import DATASETS, EVAL_SEED, VARIANTS, metric_name, score_of  # noqa: E402
 
 
 def settings(num_samples: list[int], temperatures: list[float]) -> dict[str, dict]:
@@ -87,21 +87,18 @@ def diagnose(agent, obs, temperatures, num_samples: int = 64, seed: int = 0) -> 
     sampling, i.e. diffusion BC; 1 = argmax)."""
     import torch
 
-    from aligniql.observations import parse_observation
     from aligniql.selection import softmax_probabilities
 
     rules = ["aligniql", "idql"] + (["aligniql_hard"] if agent.beta_net is not None else [])
-    out = {"num_samples": num_samples, "states": None, "rules": {}}
-    with torch.inference_mode():
-        x = agent.normalize_obs(parse_observation(obs, agent.config, agent.device).obs)
-        out["states"] = int(x.shape[0])
-        for rule in rules:
-            g = torch.Generator(device=agent.device).manual_seed(seed)  # same candidates for every rule
-            c = agent.propose(x, num_samples=num_samples, extraction=rule, eta=agent.config.eta, generator=g)
-            ess = {f"{t:g}": float((1 / softmax_probabilities(c.log_weights, t).pow(2).sum(-1)).mean())
-                   for t in sorted(set(DIAG_TEMPERATURES) | set(temperatures), reverse=True)}
-            out["rules"][rule] = {"q_spread": float((c.q.max(-1).values - c.q.min(-1).values).median()),
-                                  "log_weight_std": float(c.log_weights.std(-1).median()), "softmax_ess": ess}
+    out: dict = {"num_samples": num_samples, "rules": {}}
+    for rule in rules:
+        g = torch.Generator(device=agent.device).manual_seed(seed)  # same candidates for every rule
+        c = agent.candidates(obs, num_samples=num_samples, extraction=rule, generator=g)
+        out["states"] = int(c.q.shape[0])
+        ess = {f"{t:g}": float((1 / softmax_probabilities(c.log_weights, t).pow(2).sum(-1)).mean())
+               for t in sorted(set(DIAG_TEMPERATURES) | set(temperatures), reverse=True)}
+        out["rules"][rule] = {"q_spread": float((c.q.max(-1).values - c.q.min(-1).values).median()),
+                              "log_weight_std": float(c.log_weights.std(-1).median()), "softmax_ess": ess}
     return out
 
 
@@ -112,7 +109,7 @@ def summarize(dataset: str, per_seed: dict, grid: dict, episodes: int) -> dict:
         if scores:
             table[name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "seeds": len(scores)}
     return {"dataset": dataset, "episodes": episodes, "eval_seed": EVAL_SEED,
-            "metric": "success rate (%)" if "pointmaze" in dataset or "antmaze" in dataset else "normalized score",
+            "metric": metric_name(dataset),
             "settings": grid, "table": table, "per_seed": per_seed, "machine": machine()}
 
 
@@ -147,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             agent = AlignIQLAgent.from_pretrained(run, device=args.device)
             defaults = {k: getattr(agent.config, k) for k in ACT_DEFAULTS}
             done = per_seed.setdefault(str(seed), {})
-            measured = {float(t) for r in done.get("diagnostics", {}).get("rules", {}).values() for t in r["softmax_ess"]}
+            diag_rules = done.get("diagnostics", {}).get("rules", {}).values()
+            measured = {float(t) for r in diag_rules for t in r["softmax_ess"]}
             if not set(args.temperatures) <= measured:
                 done["diagnostics"] = diagnose(agent, dataset_observations(dataset), args.temperatures)
                 write_json(path.name, summarize(dataset, per_seed, every, args.episodes))

@@ -44,6 +44,10 @@ def score_of(res: dict) -> float:
     return res["normalized_score"] if res.get("normalized_score") is not None else res["mean_return"]
 
 
+def metric_name(dataset: str) -> str:
+    return "success rate (%)" if "pointmaze" in dataset or "antmaze" in dataset else "normalized score"
+
+
 def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     from aligniql import AlignIQLAgent
     from aligniql.evaluation import evaluate
@@ -99,7 +103,7 @@ def summarize(dataset: str, per_seed: dict, args: argparse.Namespace) -> dict:
         if scores:
             table[m] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "seeds": len(scores)}
     return {"dataset": dataset, "steps": args.steps, "batch_size": args.batch_size, "episodes": args.episodes,
-            "metric": "success rate (%)" if "pointmaze" in dataset or "antmaze" in dataset else "normalized score",
+            "metric": metric_name(dataset),
             "table": table, "per_seed": per_seed, "machine": machine()}
 
 

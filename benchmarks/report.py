@@ -35,7 +35,8 @@ def summary_table(runs: list[dict]) -> list[str]:
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
     per = ", ".join(f"{q['dataset'].removeprefix('bench/')} {n}" for q, n in zip(runs, counts))
-    return out + ["", f"Seeds per dataset: {per}" + (" (mean ± std over seeds)." if max(counts, default=0) > 1 else "."), ""]
+    spread = " (mean ± std over seeds)." if max(counts, default=0) > 1 else "."
+    return out + ["", f"Seeds per dataset: {per}{spread}", ""]
 
 
 def quality() -> list[str]:
@@ -75,10 +76,11 @@ def softmax_spread(runs: list[dict]) -> list[str]:
         return []
     temps = sorted({t for _, ds in diags for d in ds for r in d["rules"].values() for t in r["softmax_ess"]},
                    key=float, reverse=True)
-    n = sorted({d["num_samples"] for _, ds in diags for d in ds})
-    out = [f"Effective number of candidates that softmax selection samples from, 1 / Σp² of N = {'/'.join(map(str, n))} "
+    n = "/".join(map(str, sorted({d["num_samples"] for _, ds in diags for d in ds})))
+    states = "/".join(map(str, sorted({d["states"] for _, ds in diags for d in ds})))
+    out = [f"Effective number of candidates that softmax selection samples from, 1 / Σp² of N = {n} "
            "(N: uniform, i.e. diffusion BC; 1: argmax), and the median spread of Q among one state's candidates; "
-           "mean over seeds, 64 dataset states each:", "",
+           f"mean over seeds, {states} dataset states each:", "",
            "| dataset | rule | Q spread | " + " | ".join(f"T={t}" for t in temps) + " |",
            "|---|---|---|" + "---|" * len(temps)]
     for name, ds in diags:
@@ -125,7 +127,8 @@ def latency() -> list[str]:
         lat = json.loads(path.read_text())
         peaks, m = lat["matmul_peak_flops"], lat["machine"]
         peak_text = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items())
-        out += [f"`{path.name}`: `act()` on {lat['device']} ({m['gpu'] if str(lat['device']).startswith('cuda') else m['cpu']}, {m['date']}; hopper dims, "
+        where = m["gpu"] if str(lat["device"]).startswith("cuda") else m["cpu"]
+        out += [f"`{path.name}`: `act()` on {lat['device']} ({where}, {m['date']}; hopper dims, "
                 f"T=5, p50/p90 over repeated calls; % of the measured matmul peak of the same precision: "
                 f"{peak_text} GFLOP/s):", "",
                 "| fast path | precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |",

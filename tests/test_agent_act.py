@@ -110,6 +110,8 @@ def test_candidates_refuse_what_has_no_candidates():
     agent = tiny_agent(use_gaussian_actor=True)
     with pytest.raises(ValueError, match="no candidates"):
         agent.candidates(np.zeros(11), extraction="gaussian")
+    with pytest.raises(ValueError, match="no candidates"):  # said first, whether or not the actor exists
+        tiny_agent().candidates(np.zeros(11), extraction="gaussian")
     with pytest.raises(ValueError, match="num_samples must be a positive int"):
         agent.candidates(np.zeros(11), num_samples=0)
 

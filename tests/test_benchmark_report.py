@@ -111,7 +111,8 @@ def test_write_readme_replaces_only_the_marked_span(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\n\nold table\n\n{report.END}\n\nhand-written notes\n")
     report.write_readme(readme, "#### Quality\n\n| new |\n")
-    assert readme.read_text() == f"intro\n{report.BEGIN}\n\n#### Quality\n\n| new |\n\n{report.END}\n\nhand-written notes\n"
+    expected = f"intro\n{report.BEGIN}\n\n#### Quality\n\n| new |\n\n{report.END}\n\nhand-written notes\n"
+    assert readme.read_text() == expected
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit, match="needs exactly one"):
         report.write_readme(readme, "x")
