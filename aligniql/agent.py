@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from aligniql import hub
-from aligniql.config import EXTRACTIONS, SELECTIONS, AlignIQLConfig
+from aligniql.config import EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLConfig
 from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
@@ -203,7 +203,7 @@ class AlignIQLAgent(nn.Module):
         if (self.config.extraction if extraction is None else extraction) == "gaussian":
             raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
                              "use 'aligniql', 'aligniql_hard', 'idql' or 'idql_expectile'")
-        n, extraction, _, eta, _ = self._settings(num_samples, extraction, "argmax", eta, None)
+        n, extraction, _, eta, _ = self._settings(num_samples, extraction, "softmax", eta, None)
         parsed = parse_observation(obs, self.config, self.device)
         noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
         cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
@@ -223,6 +223,8 @@ class AlignIQLAgent(nn.Module):
             raise ValueError(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}")
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; expected one of {SELECTIONS}")
+        if extraction == "idql_expectile" and selection == "argmax":
+            raise ValueError(EXPECTILE_ARGMAX)
         if extraction == "aligniql_hard" and self.beta_net is None:
             raise ValueError("extraction='aligniql_hard' needs the multiplier nets alpha(s), beta(s), but this "
                              "checkpoint has none (trained without use_multipliers); use 'aligniql' or 'idql'")

@@ -15,6 +15,10 @@ Extraction = Literal["aligniql", "aligniql_hard", "idql", "idql_expectile", "gau
 Selection = Literal["argmax", "softmax"]
 EXTRACTIONS: tuple[str, ...] = ("aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian")
 SELECTIONS: tuple[str, ...] = ("argmax", "softmax")
+EXPECTILE_ARGMAX = ("extraction='idql_expectile' gives every candidate with Q > V the same weight, so its argmax is "
+                    "just the first such candidate (the official AlignIQL code's bug, ALGORITHM.md §5.3); use "
+                    "selection='softmax' (IDQL samples p = w / sum w at temperature 1), or extraction='idql' for "
+                    "the greedy argmax of Q")
 REWARD_TRANSFORMS: tuple[str, ...] = ("none", "locomotion", "antmaze")
 
 
@@ -141,6 +145,7 @@ class AlignIQLConfig:
         need(0 <= self.denoiser_dropout < 1, f"denoiser_dropout must be in [0, 1), got {self.denoiser_dropout}")
         need(self.extraction != "aligniql_hard" or self.use_multipliers,
              "extraction='aligniql_hard' needs use_multipliers=True")
+        need(self.extraction != "idql_expectile" or self.selection == "softmax", EXPECTILE_ARGMAX)
         need(self.extraction != "gaussian" or self.use_gaussian_actor,
              "extraction='gaussian' needs use_gaussian_actor=True")
         need(isinstance(self.format_version, int) and self.format_version <= FORMAT_VERSION,

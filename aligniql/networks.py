@@ -16,8 +16,11 @@ def _xavier(layer: nn.Linear) -> nn.Linear:
 
 
 def _lecun(layer: nn.Linear) -> nn.Linear:
-    # flax's Dense default (lecun_normal, zero bias); used inside the ResNet blocks like jaxrl5
-    nn.init.trunc_normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features) / 0.87962566103423978)
+    # flax's Dense default (lecun_normal, zero bias), used inside the ResNet blocks like jaxrl5: a normal cut at
+    # two standard deviations, widened by 1/0.8796 so that the cut distribution's std is exactly 1/sqrt(fan_in).
+    # torch's trunc_normal_ bounds are absolute values, not multiples of std, so they are passed scaled.
+    std = 1.0 / math.sqrt(layer.in_features) / 0.87962566103423978
+    nn.init.trunc_normal_(layer.weight, std=std, a=-2.0 * std, b=2.0 * std)
     nn.init.zeros_(layer.bias)
     return layer
 
@@ -90,8 +93,9 @@ class Denoiser(nn.Module):
         super().__init__()
         self.act_dim = act_dim
         self.time_features = FourierFeatures(time_dim)
-        self.time_mlp = nn.Sequential(_lecun(nn.Linear(time_dim, 2 * time_dim)), nn.SiLU(),
-                                      _lecun(nn.Linear(2 * time_dim, 2 * time_dim)))
+        # jaxrl5's MLP (xavier_uniform), unlike the blocks' flax-default Dense layers
+        self.time_mlp = nn.Sequential(_xavier(nn.Linear(time_dim, 2 * time_dim)), nn.SiLU(),
+                                      _xavier(nn.Linear(2 * time_dim, 2 * time_dim)))
         self.input = _xavier(nn.Linear(act_dim + obs_dim + 2 * time_dim, hidden_dim))
         self.blocks = nn.ModuleList(ResidualBlock(hidden_dim, dropout) for _ in range(num_blocks))
         self.output = _xavier(nn.Linear(hidden_dim, act_dim))

@@ -27,9 +27,12 @@ def idql_log_weights(q: torch.Tensor) -> torch.Tensor:
 
 
 def idql_expectile_log_weights(q: torch.Tensor, v: torch.Tensor, expectile: float) -> torch.Tensor:
-    """IDQL's implicit policy for an expectile critic: w = |expectile - 1(Q < V)| (no division, §5.1)."""
-    below = q < v.reshape(-1, 1)
-    return torch.where(below, torch.full_like(q, 1.0 - expectile), torch.full_like(q, expectile)).log()
+    """IDQL's implicit policy for an expectile critic: w = expectile where Q > V, else 1 - expectile (no
+    division, §5.1; Q = V counts as below, as in IDQL). The weights take only two values, so they are meant to
+    be sampled from (``selection='softmax'`` at temperature 1: p = w / sum w); their argmax would only pick
+    the first candidate with Q > V (§5.3)."""
+    above = q > v.reshape(-1, 1)
+    return torch.where(above, torch.full_like(q, expectile), torch.full_like(q, 1.0 - expectile)).log()
 
 
 def select(log_weights: torch.Tensor, *, selection: str = "argmax", temperature: float = 1.0,

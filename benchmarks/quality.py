@@ -74,7 +74,16 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
         res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=EVAL_SEED, **overrides)
         finals[name] = {"score": score_of(res.to_dict()), **res.to_dict()}
         print(f"  {dataset} seed {seed} {name:20} score {finals[name]['score']:7.2f}", flush=True)
-    return {"curve": curve, "final": finals, "run_dir": str(out)}
+    return {"curve": curve, "final": finals, "run_dir": str(out), **training_revision(out)}
+
+
+def training_revision(run_dir: Path) -> dict:
+    """The commit and hold-out of a training run, so that seeds trained by different code are told apart."""
+    path = Path(run_dir) / "train_config.json"
+    if not path.is_file():
+        return {}
+    tc = json.loads(path.read_text())
+    return {"git_sha": tc.get("git_sha"), "held_out": tc.get("dataset", {}).get("held_out", 0)}
 
 
 def run_d3rlpy(dataset: str, seed: int, args: argparse.Namespace) -> dict:
@@ -152,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         slug = dataset.replace("/", "_")
         path = RESULTS / f"quality_{slug}.json"
         per_seed = json.loads(path.read_text())["per_seed"] if path.exists() and not args.retrain else {}
+        for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
+            if "ours" in entry and "git_sha" not in entry["ours"]:
+                entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
         for seed in args.seeds:
             entry = per_seed.setdefault(str(seed), {})
             if "ours" not in entry:

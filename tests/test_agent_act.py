@@ -76,6 +76,10 @@ def test_batched_equals_rowwise_candidates(agent):
 @pytest.mark.parametrize("selection", ["argmax", "softmax"])
 def test_every_rule_runs(extraction, selection):
     agent = tiny_agent(use_multipliers=True, use_gaussian_actor=True)
+    if (extraction, selection) == ("idql_expectile", "argmax"):  # two-valued weights: only sampling means anything
+        with pytest.raises(ValueError, match="selection='softmax'"):
+            agent.act(np.zeros((2, 11)), extraction=extraction, selection=selection, num_samples=3)
+        return
     out = agent.act(np.zeros((2, 11)), extraction=extraction, selection=selection, num_samples=3)
     assert out.shape == (2, 3) and np.isfinite(out).all()
 
@@ -90,7 +94,7 @@ def test_act_picks_the_argmax_candidate(agent):
     torch.testing.assert_close(out, agent.scale_action(best))
 
 
-@pytest.mark.parametrize("extraction", ["aligniql", "aligniql_hard", "idql", "idql_expectile"])
+@pytest.mark.parametrize("extraction", ["aligniql", "aligniql_hard", "idql"])
 def test_candidates_are_what_act_chooses_from(extraction):
     agent = tiny_agent(use_multipliers=True, action_low=[-2.0, 0.0, -1.0], action_high=[2.0, 1.0, 3.0])
     obs = np.random.default_rng(1).normal(size=(3, 11))
@@ -104,6 +108,14 @@ def test_candidates_are_what_act_chooses_from(extraction):
     np.testing.assert_allclose(act, best, rtol=1e-6, atol=1e-6)
     one = agent.candidates(obs[0], num_samples=7, extraction=extraction, generator=torch.Generator().manual_seed(4))
     assert one.actions.shape == (1, 7, 3)  # one observation is a batch of one
+
+
+def test_expectile_candidates_carry_the_two_iql_weights():
+    agent = tiny_agent()
+    cand = agent.candidates(np.zeros((2, 11)), num_samples=9, extraction="idql_expectile",
+                            generator=torch.Generator().manual_seed(0))
+    above = cand.q > cand.v.unsqueeze(-1)
+    torch.testing.assert_close(cand.log_weights.exp(), torch.where(above, 0.7, 0.3))
 
 
 def test_candidates_refuse_what_has_no_candidates():

@@ -48,6 +48,7 @@ def test_unknown_and_missing_keys(tmp_path):
     (dict(selection="greedy"), "selection must be one of"),
     (dict(extraction="aligniql_hard"), "needs use_multipliers=True"),
     (dict(extraction="gaussian"), "needs use_gaussian_actor=True"),
+    (dict(extraction="idql_expectile"), "first such candidate"),
     (dict(action_low=(-1.0,)), "action_low must have act_dim=3"),
     (dict(action_low=(1.0, 1.0, 1.0)), "must be < action_high"),
     (dict(obs_keys=("a",), obs_key_dims=(5,)), "sum to 5, not obs_dim=11"),

@@ -24,6 +24,9 @@ def test_hard_with_negative_beta_is_greedy_and_positive_beta_is_not():
 def test_expectile_weights():
     w = idql_expectile_log_weights(Q, V, 0.7).exp()
     torch.testing.assert_close(w, torch.tensor([[0.3, 0.7, 0.3, 0.3], [0.3, 0.3, 0.7, 0.3]]))
+    # Q = V exactly is "not above", as IDQL's where(Q - V > 0, tau, 1 - tau)
+    tie = idql_expectile_log_weights(torch.tensor([[1.0, 1.0 + 1e-6]]), torch.tensor([1.0]), 0.7).exp()
+    torch.testing.assert_close(tie, torch.tensor([[0.3, 0.7]]))
 
 
 def test_low_temperature_softmax_equals_argmax():

@@ -49,6 +49,12 @@ def test_arguments_and_presets():
                               "--gaussian-actor", "aligniql", "--no-normalize-obs", "--device", "cpu"])
     cfg = train.resolve_args(args, "bench/hopper/medium-v0", "Hopper-v5", "locomotion")
     assert (cfg["expectile"], cfg["steps"], cfg["gaussian_actor"], cfg["normalize_obs"]) == (0.8, 10, "aligniql", False)
+    cfg = train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile"]), "a/b-v0",
+                             None, "none")
+    assert (cfg["selection"], cfg["holdout"]) == ("softmax", 0.05)  # expectile weights are only meant to be sampled
+    with pytest.raises(SystemExit, match="needs --selection softmax"):
+        train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile", "--selection",
+                                              "argmax"]), "a/b-v0", None, "none")
     with pytest.raises(SystemExit, match="needs --multipliers"):
         train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "aligniql_hard"]), "a/b-v0",
                            None, "none")
@@ -73,6 +79,9 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
     train_config = json.loads((out / "train_config.json").read_text())
     assert train_config["command"].startswith("python training/train.py ") and "--steps 6" in train_config["command"]
     assert train_config["args"]["expectile"] == 0.7 and train_config["dataset"]["reward_transform"] == "locomotion"
+    total = train_config["dataset"]["transitions"]  # 5 % held out by default, scored as val/* on every log line
+    assert train_config["dataset"]["held_out"] == total - int(total * 0.95) > 0
+    assert all(np.isfinite(r[k]) for r in losses for k in ("val/bc", "val/value", "val/q"))
 
     agent = AlignIQLAgent.from_pretrained(out)
     c = agent.config

@@ -19,7 +19,7 @@ from tests.training_fixtures import (  # noqa: F401
     single_thread,
 )
 from training import datasets
-from training.datasets import DatasetNotFoundError, load_dataset, prepare, resolve_dataset_id
+from training.datasets import DatasetNotFoundError, load_dataset, prepare, resolve_dataset_id, split_holdout
 from training.presets import PRESETS, domain_of, preset_for
 
 
@@ -138,3 +138,19 @@ def test_domain_presets(dataset_id, env_id, domain, expectile):
     assert domain_of(dataset_id, env_id) == domain
     assert preset_for(dataset_id, env_id).expectile == expectile
     assert PRESETS["antmaze"].awr_beta == 10.0 and PRESETS["locomotion"].awr_beta == 3.0
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete(box_dataset):
+    tr = prepare(load_dataset(BOX_ID)).transitions
+    train, held = split_holdout(tr, 0.05, seed=3)
+    assert len(train) == int(len(tr) * 0.95) and len(train) + len(held) == len(tr)
+    rows = lambda t: {tuple(r) for r in torch.cat([t.obs, t.actions], 1).tolist()}  # noqa: E731
+    assert rows(train) | rows(held) == rows(tr) and not rows(train) & rows(held)
+    again, held_again = split_holdout(tr, 0.05, seed=3)
+    assert torch.equal(again.obs, train.obs) and torch.equal(held_again.rewards, held.rewards)
+    assert not torch.equal(split_holdout(tr, 0.05, seed=4)[1].obs, held.obs)
+    assert split_holdout(tr, 0.0, seed=3) == (tr, None)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        split_holdout(tr, 1.0, seed=0)
+    with pytest.raises(ValueError, match="both must be >= 1"):
+        split_holdout(tr.index(torch.arange(1)), 0.05, seed=0)

@@ -181,3 +181,24 @@ def test_update_critic_alone_leaves_the_denoiser():
     assert set(logs) >= {"loss/value", "loss/q"}
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.denoiser.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, trainer.critic.parameters()))
+
+
+def test_validation_losses_are_fixed_and_leave_the_training_rng_alone():
+    torch.manual_seed(0)
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY))
+    held = random_data(50)
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32), validation=held)
+    rng = torch.get_rng_state()
+    first = trainer.validation_losses()
+    assert set(first) == {"val/bc", "val/value", "val/q"} and all(torch.isfinite(v) for v in first.values())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert trainer.validation_losses() == first  # same rows, noise and steps every time
+    # the critic's numbers are the losses of the acting (target) networks on the held-out rows
+    obs = agent.normalize_obs(held.obs)
+    with torch.no_grad():
+        q1, q2 = agent.critic.both(obs, held.actions)
+        y = losses.td_target(held.rewards, held.masks, agent.value(agent.normalize_obs(held.next_obs)), 0.99)
+    torch.testing.assert_close(first["val/q"], losses.q_loss(q1, q2, y))
+    trainer.train_step()
+    assert trainer.validation_losses() != first  # the networks moved
+    assert Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32)).validation_losses() == {}

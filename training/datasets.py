@@ -169,6 +169,26 @@ class Transitions:
         return Transitions(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
+def split_holdout(transitions: Transitions, fraction: float, seed: int) -> tuple[Transitions, Transitions | None]:
+    """Hold out a random ``fraction`` of the transitions, as the official code's ``ds.split(0.95)`` (§12.2.1).
+
+    Returns:
+        (training transitions, held-out transitions or ``None`` when ``fraction`` is 0); the same ``seed``
+        always holds out the same transitions, so a resumed run trains on the same data.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return transitions, None
+    n = len(transitions)
+    n_train = int(n * (1.0 - fraction))
+    if not 0 < n_train < n:
+        raise ValueError(f"holding out {fraction:.0%} of {n} transitions leaves {n_train} to train on and "
+                         f"{n - n_train} to validate on; both must be >= 1 (use a larger dataset or --holdout 0)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return transitions.index(perm[:n_train].sort().values), transitions.index(perm[n_train:].sort().values)
+
+
 @dataclass(frozen=True)
 class OfflineData:
     """Transitions plus everything about them that the agent config and the model card record."""

@@ -30,7 +30,8 @@ from aligniql import AlignIQLAgent, AlignIQLConfig  # noqa: E402
 from aligniql.agent import resolve_device  # noqa: E402
 from aligniql.hub import atomic_write_text  # noqa: E402
 from training import checkpoint  # noqa: E402
-from training.datasets import DatasetNotFoundError, OfflineData, load_dataset, prepare, resolve_dataset_id  # noqa: E402
+from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, prepare,  # noqa: E402
+                               resolve_dataset_id, split_holdout)
 from training.presets import dataset_slug, preset_for  # noqa: E402
 from training.push import git_sha, package_versions, push_with_retry_hint, write_card  # noqa: E402
 from training.trainer import Trainer, TrainerConfig, evaluate_agent  # noqa: E402
@@ -81,11 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eta", type=float, default=1.0, help="AlignIQL strength in exp(-eta (Q-V)^2)")
     g.add_argument("--extraction", choices=("aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"),
                    default="aligniql", help="default action-extraction rule stored in config.json")
+    g.add_argument("--selection", choices=("argmax", "softmax"),
+                   help="default candidate selection stored in config.json (softmax for idql_expectile, else argmax)")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax selection temperature in config.json")
     g.add_argument("--num-samples", type=int, help="diffusion candidates per state when acting (preset: 64)")
     g.add_argument("--reward-transform", choices=("locomotion", "antmaze", "none"),
                    help="default: by domain (locomotion x1000/(max-min return), AntMaze r-1, else none)")
     g.add_argument("--normalize-obs", action=argparse.BooleanOptionalAction, default=True,
                    help="standardize observations with dataset statistics (the official code does not)")
+    g.add_argument("--holdout", type=float, default=0.05,
+                   help="fraction of transitions held out (not trained on) for the val/* losses in metrics.jsonl, "
+                        "as the official code's 5%%; 0 trains on everything")
     n = p.add_argument_group("networks")
     n.add_argument("--hidden-dim", type=int, default=256, help="Q, V, multiplier and Gaussian-actor MLP width")
     n.add_argument("--denoiser-hidden-dim", type=int, default=256)
@@ -128,6 +135,11 @@ def resolve_args(args: argparse.Namespace, dataset_id: str, env_id: str | None,
     out["reward_transform"] = reward_transform
     out["dataset_id"] = dataset_id
     out["output_dir"] = str(args.output_dir or Path("runs") / f"aligniql-{dataset_slug(dataset_id)}-seed{args.seed}")
+    if out["selection"] is None:
+        out["selection"] = "softmax" if out["extraction"] == "idql_expectile" else "argmax"
+    if out["extraction"] == "idql_expectile" and out["selection"] == "argmax":
+        raise SystemExit("--extraction idql_expectile needs --selection softmax (its weights take two values, "
+                         "so their argmax is just the first candidate with Q > V)")
     if out["extraction"] == "aligniql_hard" and not out["multipliers"]:
         raise SystemExit("--extraction aligniql_hard needs --multipliers")
     if out["extraction"] == "gaussian" and not out["gaussian_actor"]:
@@ -143,7 +155,8 @@ def build_agent(cfg: dict[str, Any], data: OfflineData) -> AlignIQLAgent:
         action_low=data.action_low, action_high=data.action_high, hidden_dim=cfg["hidden_dim"],
         denoiser_hidden_dim=cfg["denoiser_hidden_dim"], denoiser_blocks=cfg["denoiser_blocks"],
         time_dim=cfg["time_dim"], num_diffusion_steps=cfg["diffusion_steps"], num_samples=cfg["num_samples"],
-        extraction=cfg["extraction"], eta=cfg["eta"], expectile=cfg["expectile"],
+        extraction=cfg["extraction"], selection=cfg["selection"], temperature=cfg["temperature"], eta=cfg["eta"],
+        expectile=cfg["expectile"],
         use_multipliers=cfg["multipliers"], use_gaussian_actor=bool(cfg["gaussian_actor"]),
         discount=cfg["discount"], reward_transform=data.reward_transform, reward_scale=data.reward_scale,
         reward_shift=data.reward_shift, env_id=data.env_id, dataset_id=data.dataset_id,
@@ -177,7 +190,9 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
     torch.manual_seed(cfg["seed"])
     tconf = TrainerConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], awr_beta=cfg["awr_beta"],
                           gaussian_weights=cfg["gaussian_actor"] or "awr", precision=cfg.get("precision", "fp32"))
-    trainer = Trainer(build_agent(cfg, data), data.transitions, tconf, seed=cfg["seed"], device=device)
+    train_set, held_out = split_holdout(data.transitions, cfg["holdout"], cfg["seed"])
+    trainer = Trainer(build_agent(cfg, data), train_set, tconf, seed=cfg["seed"], device=device,
+                      validation=held_out)
     if cfg["resume"]:
         trainer.load_state_dict(checkpoint.load_state(out)[0])
         metrics = out / "metrics.jsonl"  # drop lines logged after the saved step: they will be logged again
@@ -190,6 +205,7 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
     (out / "metrics.jsonl").unlink(missing_ok=True)
     train_config = {"command": command, "args": cfg, "trainer": asdict(tconf), "dataset": {
         "id": data.dataset_id, "env_id": data.env_id, "transitions": len(data.transitions),
+        "trained_on": len(train_set), "held_out": 0 if held_out is None else len(held_out),
         "episodes": data.num_episodes, "obs_keys": list(data.obs_keys), "reward_transform": data.reward_transform,
         "reward_scale": data.reward_scale, "reward_shift": data.reward_shift,
         "bootstrap": "mask = 1 - terminations; truncated last transitions kept with mask 1"},
@@ -209,9 +225,9 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
 
     out, steps = Path(cfg["output_dir"]), cfg["steps"]
     trainer = setup(cfg, data, command)
-    logger.info("dataset %s: %d transitions, %d episodes, env %s, reward %s (scale %.4g, shift %g); device %s",
-                data.dataset_id, len(data.transitions), data.num_episodes, data.env_id, data.reward_transform,
-                data.reward_scale, data.reward_shift, trainer.device)
+    logger.info("dataset %s: %d transitions (%d trained on), %d episodes, env %s, reward %s (scale %.4g, shift %g); "
+                "device %s", data.dataset_id, len(data.transitions), len(trainer.data), data.num_episodes,
+                data.env_id, data.reward_transform, data.reward_scale, data.reward_shift, trainer.device)
 
     def evaluate(video: Path | None = None) -> dict[str, Any] | None:
         if data.env_id is None and cfg["eval_episodes"] > 0:
@@ -233,6 +249,7 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
             bar.update(1)
             if step % log_every == 0 or step == steps:  # the only host sync: losses are tensors until here
                 now = time.perf_counter()
+                logs |= trainer.validation_losses()
                 record = {"step": step, **{k: float(v) for k, v in logs.items()}, **trainer.learning_rates(),
                           "steps_per_second": (step - window_step) / max(now - window_t, 1e-9)}
                 window_t, window_step = now, step

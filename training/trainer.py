@@ -24,6 +24,7 @@ from training.datasets import Transitions
 
 logger = logging.getLogger(__name__)
 GAUSSIAN_WEIGHTS = ("awr", "aligniql")
+VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 2-core CPU, under 1 % of training
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,24 @@ class Trainer:
         seed: seeds the batch sampler's ``torch.Generator`` (its state is checkpointed). Seed the global RNG
             (network init, noise, dropout) with ``torch.manual_seed`` before building the agent.
         device: training device.
+        validation: held-out transitions for :meth:`validation_losses` (up to ``VALIDATION_ROWS`` are used).
     """
 
     def __init__(self, agent: AlignIQLAgent, data: Transitions, config: TrainerConfig, *, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", validation: Transitions | None = None) -> None:
         self.device = torch.device(device)
         self.config = config
         self.agent = agent.to(self.device).eval()  # the acting copies never need dropout
         self.data = data.to(self.device)
+        self.validation: tuple[Transitions, torch.Tensor, torch.Tensor] | None = None
+        if validation is not None and len(validation) > 0:
+            # fixed rows, noise and diffusion steps, drawn from their own generator: the losses are comparable
+            # across steps, and computing them leaves the training RNG (hence --resume) untouched
+            rows = validation.index(torch.arange(min(len(validation), VALIDATION_ROWS)))
+            g = torch.Generator().manual_seed(0)
+            t = torch.randint(agent.config.num_diffusion_steps, (len(rows),), generator=g)
+            noise = torch.randn(rows.actions.shape, generator=g)
+            self.validation = (rows.to(self.device), t.to(self.device), noise.to(self.device))
         self.denoiser = copy.deepcopy(agent.denoiser).train()  # online, dropout on; EMA starts equal to it
         self.critic = copy.deepcopy(agent.critic).train()  # online; the target starts equal to it
         self.step = 0
@@ -207,6 +218,26 @@ class Trainer:
             self._step("actor", actor_loss)
             logs.update({"loss/actor": actor_loss.detach(), "actor/weight_mean": weights.mean()})
         return logs
+
+    @torch.no_grad()
+    def validation_losses(self) -> dict[str, torch.Tensor]:
+        """The acting networks' losses on the held-out transitions: ``val/bc`` (EMA denoiser, no dropout),
+        ``val/value`` (V's expectile loss on the target twin Q) and ``val/q`` (the target twin's TD error).
+        A rising ``val/bc`` while ``loss/bc`` falls is the behaviour policy overfitting. Empty without a hold-out.
+        """
+        if self.validation is None:
+            return {}
+        batch, t, noise = self.validation
+        agent, cfg = self.agent, self.agent.config
+        obs = agent.normalize_obs(batch.obs)
+        noisy = add_noise(batch.actions, noise, t, agent.schedule)
+        bc = losses.denoising_loss(agent.denoiser(obs, noisy, t.unsqueeze(-1).to(noise.dtype)), noise)
+        q1, q2 = agent.critic.both(obs, batch.actions)
+        v = agent.value(obs)
+        y = losses.td_target(batch.rewards, batch.masks, agent.value(agent.normalize_obs(batch.next_obs)),
+                             cfg.discount)
+        return {"val/bc": bc, "val/value": losses.value_loss(torch.minimum(q1, q2), v, cfg.expectile),
+                "val/q": losses.q_loss(q1, q2, y)}
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
