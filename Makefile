@@ -8,7 +8,7 @@ PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
 install:
 	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[maze]"
+	$(PIP) -e ".[maze,video]"
 
 install-dev:
 	$(PIP) "torch==2.13.0"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights,
 # 6.4 s (1024 obs, N=64) in fp32 on a 2-core EPYC. GPUs want the whole batch in one pass. Rows never interact,
 # so the passes change no action.
 CPU_ROWS_PER_PASS = 2048
+# a generator, an int seed, or one of them per observation row
+Generators = Union[torch.Generator, int, Sequence[Union[torch.Generator, int]], None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ class Candidates:
     q: torch.Tensor  # (B, N) target twin-min Q
     v: torch.Tensor  # (B,)
     log_weights: torch.Tensor  # (B, N)
+
+
+def _as_generator(g: Any) -> Any:
+    """An int seeds a fresh CPU generator (drawing on the CPU gives the same actions on every device)."""
+    if isinstance(g, (bool, np.bool_)):
+        raise ValueError(f"generator must be a torch.Generator or an int seed, got {g!r}")
+    return torch.Generator().manual_seed(int(g)) if isinstance(g, (int, np.integer)) else g
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -78,8 +88,11 @@ class AlignIQLAgent(nn.Module):
         self.beta_net = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm) if c.use_multipliers else None
         self.actor = GaussianActor(c.obs_dim, c.act_dim, c.hidden_dim) if c.use_gaussian_actor else None
         low, high = c.bounds()
-        self.register_buffer("obs_mean", torch.zeros(c.obs_dim))
-        self.register_buffer("obs_std", torch.ones(c.obs_dim))
+        # NaN until set_normalization or a checkpoint fills them: acting on made-up statistics would be wrong
+        # in silence, so it fails instead (check_statistics)
+        unset = float("nan") if c.normalize_obs else None
+        self.register_buffer("obs_mean", torch.full((c.obs_dim,), unset if unset is not None else 0.0))
+        self.register_buffer("obs_std", torch.full((c.obs_dim,), unset if unset is not None else 1.0))
         self.register_buffer("action_low", torch.tensor(low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(high, dtype=torch.float32))
         self.schedule = make_schedule(c.beta_schedule, c.num_diffusion_steps)
@@ -92,8 +105,9 @@ class AlignIQLAgent(nn.Module):
         return self.obs_mean.device
 
     def set_precision(self, precision: str) -> AlignIQLAgent:
-        """``"bf16"`` runs the denoiser under bfloat16 autocast (about 2.5x faster on CPUs with AVX512-BF16
-        and on GPUs); candidates are still scored by Q and V in float32, whose ranking bf16 would blur.
+        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.3-1.7x faster on a 2-core AVX512-BF16
+        CPU; see the README's benchmarks); candidates are still scored by Q and V in float32, whose ranking
+        bf16 would blur.
         ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
@@ -110,6 +124,14 @@ class AlignIQLAgent(nn.Module):
             raise ValueError("normalization statistics must be finite with std > 0")
         self.obs_mean.copy_(mean_t)
         self.obs_std.copy_(std_t)
+
+    def check_statistics(self) -> None:
+        """Raise unless the observation statistics are usable (set, finite, std > 0); one host sync."""
+        if self.config.normalize_obs and not bool(torch.isfinite(self.obs_mean).all()
+                                                  & torch.isfinite(self.obs_std).all() & (self.obs_std > 0).all()):
+            raise ValueError("this agent's observation statistics are not set (config.normalize_obs=True): load a "
+                             "trained agent with AlignIQLAgent.from_pretrained, or call "
+                             "agent.set_normalization(mean, std) with the training data's statistics first")
 
     # ------------------------------------------------------------------ acting
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
@@ -160,7 +182,7 @@ class AlignIQLAgent(nn.Module):
     @torch.inference_mode()
     def act(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
             selection: str | None = None, eta: float | None = None, temperature: float | None = None,
-            generator: torch.Generator | Sequence[torch.Generator] | None = None) -> np.ndarray | torch.Tensor:
+            generator: Generators = None) -> np.ndarray | torch.Tensor:
         """Choose actions for one observation or a batch, as a Gymnasium env gives them.
 
         Args:
@@ -170,8 +192,9 @@ class AlignIQLAgent(nn.Module):
             extraction: ``aligniql``, ``aligniql_hard``, ``idql``, ``idql_expectile`` or ``gaussian``.
             selection: ``argmax`` or ``softmax``.
             eta, temperature: override the config's AlignIQL strength and softmax temperature.
-            generator: a ``torch.Generator`` for reproducible actions, or one per observation of a batch (row i
-                then acts exactly as it would alone with generator i, e.g. one per vector-env episode).
+            generator: a ``torch.Generator`` or an int seed for reproducible actions, or one per observation of
+                a batch (row i then acts exactly as it would alone with generator i, e.g. one per vector-env
+                episode). Without one, actions come from torch's global RNG.
 
         Returns:
             Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy
@@ -184,6 +207,13 @@ class AlignIQLAgent(nn.Module):
         if extraction != "gaussian":
             noise, gumbel_u = self._draw(parsed.obs.shape[0], n, selection, generator)
         actions = self._act_in_passes(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature)
+        if not bool(torch.isfinite(actions).all()):  # NaN would pass the bound clamp; never hand it to the env
+            self.check_statistics()  # the likely cause when every row fails; checked here, off the fast path
+            rows = (~torch.isfinite(actions)).any(-1).nonzero().flatten().tolist()
+            raise ValueError(f"the networks produced non-finite actions for observation row(s) {rows[:10]}: the "
+                             "observation is far outside the training data's range (normalized |obs| up to "
+                             f"{self.normalize_obs(parsed.obs[rows]).abs().max().item():.3g}) or the weights "
+                             "are corrupt")
         if not parsed.batched:
             actions = actions[0]
         if parsed.as_torch:
@@ -192,7 +222,7 @@ class AlignIQLAgent(nn.Module):
 
     @torch.inference_mode()
     def candidates(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
-                   eta: float | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None
+                   eta: float | None = None, generator: Generators = None
                    ) -> Candidates:
         """What ``act`` chooses from, for the same observations and arguments: N candidates per observation
         with their target twin-min Q, V(s) and log-weights under ``extraction``, batched as (B, N, ...) even
@@ -204,6 +234,7 @@ class AlignIQLAgent(nn.Module):
             raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
                              "use 'aligniql', 'aligniql_hard', 'idql' or 'idql_expectile'")
         n, extraction, _, eta, _ = self._settings(num_samples, extraction, "softmax", eta, None)
+        self.check_statistics()
         parsed = parse_observation(obs, self.config, self.device)
         noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
         cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
@@ -233,8 +264,8 @@ class AlignIQLAgent(nn.Module):
                              "(trained without use_gaussian_actor)")
         eta = c.eta if eta is None else float(eta)
         temperature = c.temperature if temperature is None else float(temperature)
-        if eta <= 0 or temperature <= 0:
-            raise ValueError(f"eta and temperature must be > 0, got eta={eta}, temperature={temperature}")
+        if not (math.isfinite(eta) and eta > 0 and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"eta and temperature must be finite and > 0, got eta={eta}, temperature={temperature}")
         return int(n), extraction, selection, eta, temperature
 
     def _act_in_passes(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None,
@@ -250,21 +281,22 @@ class AlignIQLAgent(nn.Module):
                           for i in range(0, B, per)])
 
     def _draw(self, batch: int, n: int, selection: str,
-              generator: torch.Generator | Sequence[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              generator: Generators) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All of act()'s randomness, drawn up front: diffusion noise (T, batch*n, A), then softmax uniforms (batch, n).
 
         With one generator per row, row i's draws are exactly those of acting on row i alone with generator i,
         so a batch of vector-env observations acts as each env would on its own.
         """
         T, A = self.config.num_diffusion_steps, self.config.act_dim
+        generator = _as_generator(generator)
         if generator is None or isinstance(generator, torch.Generator):
             gens: list[torch.Generator | None] = [generator]
             rows = batch
         else:
-            gens, rows = list(generator), 1
+            gens, rows = [_as_generator(g) for g in generator], 1
             if len(gens) != batch or not all(isinstance(g, torch.Generator) for g in gens):
-                raise ValueError(f"generator must be one torch.Generator or a sequence of {batch} (one per "
-                                 f"observation), got {len(gens)} items")
+                raise ValueError(f"generator must be a torch.Generator or int seed, or a sequence of {batch} of "
+                                 f"them (one per observation), got {len(gens)} items")
         noise, uniforms = [], []
         for g in gens:
             device = g.device if g is not None else self.device
@@ -287,6 +319,7 @@ class AlignIQLAgent(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (each atomically) and return the directory."""
+        self.check_statistics()  # a checkpoint without them could not be loaded back
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         hub.save_tensors(self.state_dict(), path / hub.WEIGHTS_NAME,

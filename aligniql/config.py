@@ -7,14 +7,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 FORMAT_VERSION = 1
 
 Extraction = Literal["aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"]
 Selection = Literal["argmax", "softmax"]
-EXTRACTIONS: tuple[str, ...] = ("aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian")
-SELECTIONS: tuple[str, ...] = ("argmax", "softmax")
+EXTRACTIONS: tuple[str, ...] = get_args(Extraction)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 EXPECTILE_ARGMAX = ("extraction='idql_expectile' gives every candidate with Q > V the same weight, so its argmax is "
                     "just the first such candidate (the official AlignIQL code's bug, ALGORITHM.md §5.3); use "
                     "selection='softmax' (IDQL samples p = w / sum w at temperature 1), or extraction='idql' for "
@@ -118,7 +118,18 @@ class AlignIQLConfig:
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                  f"{name} must be a positive int, got {value!r}")
-        need(self.time_dim > 0 and self.time_dim % 2 == 0, f"time_dim must be even, got {self.time_dim}")
+        need(isinstance(self.time_dim, int) and not isinstance(self.time_dim, bool) and self.time_dim > 0
+             and self.time_dim % 2 == 0, f"time_dim must be a positive even int, got {self.time_dim!r}")
+        for name in ("normalize_obs", "value_layer_norm", "clip_sampler", "use_multipliers", "use_gaussian_actor"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("eta", "temperature", "expectile", "discount", "ddpm_temperature", "reward_scale",
+                     "reward_shift"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                 f"{name} must be a finite number, got {value!r}")
+        need(0 < self.discount <= 1, f"discount must be in (0, 1], got {self.discount}")
+        need(self.ddpm_temperature >= 0, f"ddpm_temperature must be >= 0, got {self.ddpm_temperature}")
+        need(self.reward_scale > 0, f"reward_scale must be > 0, got {self.reward_scale}")
         need(len(self.obs_keys) == len(self.obs_key_dims),
              f"obs_keys {self.obs_keys} and obs_key_dims {self.obs_key_dims} differ in length")
         need(len(set(self.obs_keys)) == len(self.obs_keys), f"obs_keys has duplicates: {self.obs_keys}")

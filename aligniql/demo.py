@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from aligniql import AlignIQLAgent, AlignIQLConfig
+from aligniql import AlignIQLAgent
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "benchmarks" / "pretrained" / "hopper-medium-v0"
 
@@ -24,9 +23,8 @@ def load(name: str | None) -> tuple[AlignIQLAgent, str]:
         return AlignIQLAgent.from_pretrained(name), name
     if (EMBEDDED / "model.safetensors").is_file():
         return AlignIQLAgent.from_pretrained(EMBEDDED), os.path.relpath(EMBEDDED)
-    print("No pretrained agent found in this checkout; running a fresh, untrained agent.")
-    torch.manual_seed(0)
-    return AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, env_id="Hopper-v5", num_samples=16)), "fresh"
+    raise SystemExit(f"error: the pretrained agent that ships with the repository is not at {EMBEDDED} (an "
+                     "installed wheel does not carry it); pass --agent with a Hub repo id or a local directory")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ import sys
 import types
 from typing import Any
 
+from aligniql.config import EXTRACTIONS, SELECTIONS
+
 
 def _default_env(config: Any) -> str | None:
     if config.dataset_id:
@@ -42,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", metavar="PATH", help="write a replay of episode 0 (.mp4 or .gif)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--num-samples", type=int, help="N diffusion candidates (default: the agent's config)")
-    p.add_argument("--extraction", help="aligniql, aligniql_hard, idql, idql_expectile or gaussian")
-    p.add_argument("--selection", choices=("argmax", "softmax"))
+    p.add_argument("--extraction", choices=EXTRACTIONS, help="extraction rule (default: the agent's config)")
+    p.add_argument("--selection", choices=SELECTIONS, help="default: the agent's config")
+    p.add_argument("--temperature", type=float, help="softmax temperature (default: the agent's config)")
+    p.add_argument("--eta", type=float, help="AlignIQL strength (default: the agent's config)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="denoiser precision")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     args = p.parse_args(argv)
     if args.video:
@@ -58,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     env = args.env or _default_env(agent.config)
     if env is None:
         p.error("the agent's config names no env_id or dataset_id; pass --env")
-    overrides = {k: v for k, v in (("num_samples", args.num_samples), ("extraction", args.extraction),
-                                   ("selection", args.selection)) if v is not None}
+    agent.set_precision(args.precision)
+    overrides = {k: v for k in ("num_samples", "extraction", "selection", "temperature", "eta")
+                 if (v := getattr(args, k)) is not None}
     result = evaluate(agent, env, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
                       vectorization=args.vectorization, record_video=args.video,
                       max_episode_steps=args.max_episode_steps, **overrides)

@@ -96,6 +96,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None 
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
+    # a mistyped local path ("runs/my-agent") also looks like a repo id: say that both were tried
+    no_dir = f"; there is no local directory {str(path.resolve())!r} either"
     files = []
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         try:
@@ -105,10 +107,10 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None 
             raise FileNotFoundError(
                 f"{repo_id!r} (revision {revision or 'main'}) is not cached locally and could not be downloaded "
                 f"(offline mode, local_files_only, or no network); missing file {name}. Download it once with "
-                f"network access, or pass the path of a local directory.") from e
+                f"network access, or pass the path of a local directory{no_dir}") from e
         except (RepositoryNotFoundError, GatedRepoError) as e:
             raise FileNotFoundError(f"Hugging Face repo {repo_id!r} does not exist or is not accessible "
-                                    "with the given token") from e
+                                    f"with the given token{no_dir}") from e
         except RevisionNotFoundError as e:
             raise FileNotFoundError(f"revision {revision!r} not found in Hugging Face repo {repo_id!r}") from e
         except EntryNotFoundError as e:

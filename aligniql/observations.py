@@ -69,8 +69,12 @@ def parse_observation(obs: Any, config: AlignIQLConfig, device: torch.device) ->
             raise ValueError(f"observation has shape {tuple(arr.shape)}; expected {_shape_help(config)}")
         as_torch = isinstance(arr, torch.Tensor)
         out_device = arr.device if as_torch else torch.device("cpu")
-        if not as_torch and not np.isfinite(arr).all():  # check on the host before any copy
-            _raise_not_finite(arr)
+        if not as_torch:  # cast and check on the host, before any device copy
+            with np.errstate(over="ignore"):  # overflow to inf is reported below, with its index
+                arr32 = np.asarray(arr, dtype=np.float32)
+            if not np.isfinite(arr32).all():
+                _raise_not_finite(arr32, finite_before_cast=bool(np.isfinite(arr).all()))
+            arr = arr32
         flat = torch.as_tensor(arr).to(device=device, dtype=torch.float32)
         what = "observation"
         if not as_torch:
@@ -80,7 +84,10 @@ def parse_observation(obs: Any, config: AlignIQLConfig, device: torch.device) ->
     return ParsedObs(flat if flat.ndim == 2 else flat.unsqueeze(0), flat.ndim == 2, as_torch, out_device)
 
 
-def _raise_not_finite(arr: np.ndarray, what: str = "observation") -> None:
+def _raise_not_finite(arr: np.ndarray, what: str = "observation", finite_before_cast: bool = False) -> None:
     bad = np.argwhere(~np.isfinite(arr))
+    if finite_before_cast:
+        raise ValueError(f"{what} has values beyond float32's range (|x| > 3.4e38) at index {bad[0].tolist()} "
+                         f"({len(bad)} entries in all); the agent computes in float32")
     raise ValueError(f"{what} contains NaN or inf at index {bad[0].tolist()} ({len(bad)} entries in all); "
                      "the environment or a wrapper produced an invalid observation")

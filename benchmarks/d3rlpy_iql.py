@@ -133,7 +133,8 @@ def speed(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     for _ in range(args.steps):
         algo.update(mdp.sample_transition_batch(args.batch_size))
-    return {"method": "d3rlpy IQL", "batch_size": args.batch_size, "steps_per_s": args.steps / (time.perf_counter() - t)}
+    return {"method": "d3rlpy IQL", "batch_size": args.batch_size,
+            "steps_per_s": args.steps / (time.perf_counter() - t)}
 
 
 def main() -> None:

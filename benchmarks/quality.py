@@ -130,7 +130,8 @@ def plot(summary: dict, path: Path) -> None:
         n = min(len(c) for c in curves)
         steps = [c["step"] for c in curves[0][:n]]
         scores = np.array([[c["score"] for c in cur[:n]] for cur in curves])
-        ax.plot(steps, scores.mean(0), marker="o", label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        ax.plot(steps, scores.mean(0), marker="o", label=f"{label} ({seeds})")
         ax.fill_between(steps, scores.mean(0) - scores.std(0), scores.mean(0) + scores.std(0), alpha=0.2)
     ax.set_xlabel("gradient steps")
     ax.set_ylabel(summary["metric"])

@@ -109,7 +109,8 @@ def speed() -> list[str]:
     names = {"full": "AlignIQL full (diffusion BC + critic), fp32", "full-bf16": "AlignIQL full, bf16 denoiser",
              "critic": "IQL critic only (V + twin Q + Polyak)", "d3rlpy": "d3rlpy IQL (V + Q + AWR actor)"}
     for row in s["rows"]:
-        ref = next(r["steps_per_s"] for r in s["rows"] if r["kind"] == "d3rlpy" and r["batch_size"] == row["batch_size"])
+        ref = next(r["steps_per_s"] for r in s["rows"]
+                   if r["kind"] == "d3rlpy" and r["batch_size"] == row["batch_size"])
         gf = f"{row['gflop_per_step']:.2f}" if "gflop_per_step" in row else "–"
         frac = f"{100 * row['achieved_gflops'] / peak:.0f}%" if "achieved_gflops" in row else "–"
         out.append(f"| {names[row['kind']]} | {row['batch_size']} | {row['steps_per_s']:.1f} | "

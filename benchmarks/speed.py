@@ -44,8 +44,9 @@ def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: 
 
     torch.manual_seed(0)
     agent = AlignIQLAgent(AlignIQLConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM))
-    trainer = Trainer(agent, synthetic(100_000, device), TrainerConfig(steps=10**6, batch_size=batch, precision=precision),
-                      device=device)
+    agent.set_normalization(torch.zeros(OBS_DIM), torch.ones(OBS_DIM))  # the synthetic data is standard normal
+    trainer = Trainer(agent, synthetic(100_000, device),
+                      TrainerConfig(steps=10**6, batch_size=batch, precision=precision), device=device)
     step = trainer.train_step if kind == "full" else (lambda: trainer.update_critic(trainer.sample_batch()))
     flops = count_flops(step)
     for _ in range(10):
@@ -159,8 +160,9 @@ def main() -> None:
             print(json.dumps(r), flush=True)
         by = {r["kind"]: r["steps_per_s"] for r in rows if r["batch_size"] == batch}
         if "d3rlpy" in by:
-            print(f"batch {batch}: full {by['full']:.1f}/s (bf16 {by['full-bf16']:.1f}/s), critic {by['critic']:.1f}/s, "
-                  f"d3rlpy IQL {by['d3rlpy']:.1f}/s -> critic/d3rlpy {by['critic'] / by['d3rlpy']:.2f}x", flush=True)
+            print(f"batch {batch}: full {by['full']:.1f}/s (bf16 {by['full-bf16']:.1f}/s), "
+                  f"critic {by['critic']:.1f}/s, d3rlpy IQL {by['d3rlpy']:.1f}/s -> "
+                  f"critic/d3rlpy {by['critic'] / by['d3rlpy']:.2f}x", flush=True)
     result = {"machine": machine(), "device": args.device, "matmul_peak_gflops": peak / 1e9, "rows": rows}
     if not args.skip_conversion:
         result["conversion_1m"] = child("convert", 0, args)

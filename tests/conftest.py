@@ -7,6 +7,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -20,9 +21,15 @@ def tiny_config(**overrides) -> AlignIQLConfig:
     return AlignIQLConfig(**{"obs_dim": 11, "act_dim": 3, **TINY, **overrides})
 
 
+def with_unit_statistics(agent: AlignIQLAgent) -> AlignIQLAgent:
+    """Identity observation statistics, as an untrained agent has none (acting without them is refused)."""
+    agent.set_normalization(np.zeros(agent.config.obs_dim), np.ones(agent.config.obs_dim))
+    return agent
+
+
 def tiny_agent(seed: int = 0, **overrides) -> AlignIQLAgent:
     torch.manual_seed(seed)
-    return AlignIQLAgent(tiny_config(**overrides))
+    return with_unit_statistics(AlignIQLAgent(tiny_config(**overrides)))
 
 
 @pytest.fixture

@@ -188,7 +188,8 @@ def test_compiled_fast_path_matches_eager(backend):
 def test_one_generator_per_row_acts_like_each_row_alone(agent, selection):
     obs = np.random.default_rng(4).normal(size=(3, 11))
     batched = agent.act(obs, selection=selection, generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
-    alone = [agent.act(o, selection=selection, generator=torch.Generator().manual_seed(s)) for o, s in zip(obs, (5, 6, 7))]
+    alone = [agent.act(o, selection=selection, generator=torch.Generator().manual_seed(s))
+             for o, s in zip(obs, (5, 6, 7))]
     np.testing.assert_array_equal(batched, np.stack(alone))
     with pytest.raises(ValueError, match="one per observation"):
         agent.act(obs, generator=[torch.Generator()] * 2)

@@ -15,7 +15,8 @@ def _quality(tmp_path, slug, dataset, metric, table):
 def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     _quality(tmp_path, "a", "bench/hopper/medium-v0", "normalized score",
-             {"AlignIQL": {"mean": 74.64, "std": 3.25, "seeds": 3}, "d3rlpy IQL": {"mean": 81.5, "std": 0.0, "seeds": 3}})
+             {"AlignIQL": {"mean": 74.64, "std": 3.25, "seeds": 3},
+              "d3rlpy IQL": {"mean": 81.5, "std": 0.0, "seeds": 3}})
     _quality(tmp_path, "b", "bench/pointmaze/medium-v0", "success rate (%)",
              {"AlignIQL": {"mean": 70.0, "std": 0.0, "seeds": 1}})
     lines = report.quality()

@@ -53,6 +53,12 @@ def test_unknown_and_missing_keys(tmp_path):
     (dict(action_low=(1.0, 1.0, 1.0)), "must be < action_high"),
     (dict(obs_keys=("a",), obs_key_dims=(5,)), "sum to 5, not obs_dim=11"),
     (dict(expectile=1.0), "expectile must be in"),
+    (dict(normalize_obs="false"), "normalize_obs must be true or false"),
+    (dict(discount=5.0), r"discount must be in \(0, 1\]"),
+    (dict(ddpm_temperature=-1.0), "ddpm_temperature must be >= 0"),
+    (dict(reward_scale=float("nan")), "reward_scale must be a finite number"),
+    (dict(time_dim=2.0), "time_dim must be a positive even int"),
+    (dict(eta=float("inf")), "eta must be a finite number"),
     (dict(format_version=FORMAT_VERSION + 1), "upgrade aligniql"),
 ])
 def test_validation(kwargs, match):

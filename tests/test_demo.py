@@ -28,3 +28,13 @@ def test_embedded_agent_loads_strictly_and_acts():
     obs, _ = env.reset(seed=0)
     for rule in ("aligniql", "aligniql_hard", "idql", "gaussian"):
         assert env.action_space.contains(agent.act(obs, extraction=rule, num_samples=8))
+
+
+def test_demo_without_the_embedded_agent_says_what_to_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "EMBEDDED", tmp_path / "missing")  # e.g. an installed wheel
+    try:
+        demo.main(["--video", ""])
+    except SystemExit as e:
+        assert "pass --agent" in str(e.code)
+    else:
+        raise AssertionError("the demo must not run an untrained agent in silence")

@@ -16,6 +16,7 @@ import torch
 import aligniql
 from aligniql import AlignIQLAgent, AlignIQLConfig, EvalResult, evaluate
 from aligniql.evaluation import _Policy
+from tests.conftest import with_unit_statistics
 
 gym.register_envs(gymnasium_robotics)
 TINY = {"hidden_dim": 32, "denoiser_hidden_dim": 32, "denoiser_blocks": 1, "time_dim": 8, "num_samples": 4}
@@ -35,7 +36,7 @@ def one_torch_thread():
 
 def make_agent(seed: int = 0, **overrides) -> AlignIQLAgent:
     torch.manual_seed(seed)
-    return AlignIQLAgent(AlignIQLConfig(**{"obs_dim": 11, "act_dim": 3, **TINY, **overrides}))
+    return with_unit_statistics(AlignIQLAgent(AlignIQLConfig(**{"obs_dim": 11, "act_dim": 3, **TINY, **overrides})))
 
 
 class UnevenGoalEnv(gym.Env):
@@ -218,6 +219,11 @@ def test_cli_on_a_saved_agent(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "evaluation on Hopper-v5: 2 episodes" in out and "episode" in out
     assert json.loads((tmp_path / "r.json").read_text())["episodes"] == 2
+    assert main([str(folder), "--episodes", "1", "--max-episode-steps", "3", "--extraction", "idql",
+                 "--selection", "softmax", "--temperature", "0.01", "--eta", "2", "--precision", "bf16"]) == 0
+    with pytest.raises(SystemExit):
+        main([str(folder), "--extraction", "awr"])
+    assert "invalid choice: 'awr'" in capsys.readouterr().err
     # importing the CLI module rebinds the package attribute; it must still evaluate
     assert isinstance(aligniql.evaluate(make_agent(), "Hopper-v5", episodes=1, max_episode_steps=2), EvalResult)
 

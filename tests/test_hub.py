@@ -70,6 +70,12 @@ def test_missing_repo_offline_names_it(tmp_path):
         AlignIQLAgent.from_pretrained("org/not-there", cache_dir=tmp_path)
 
 
+def test_mistyped_local_path_says_no_such_directory_either(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "runs/my-agent" is a valid repo id too
+    with pytest.raises(FileNotFoundError, match=r"not cached.*no local directory '.*runs/my-agent' either"):
+        AlignIQLAgent.from_pretrained("runs/my-agent", cache_dir=tmp_path / "cache")
+
+
 def test_not_a_dir_nor_repo_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a local directory nor a Hugging Face repo id"):
         AlignIQLAgent.from_pretrained(str(tmp_path / "a" / "b" / "c"))

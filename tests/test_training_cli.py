@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def test_arguments_and_presets():
     with pytest.raises(SystemExit, match="needs --multipliers"):
         train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "aligniql_hard"]), "a/b-v0",
                            None, "none")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--expectile", "1.5"], r"--expectile must be in \(0, 1\)"), (["--discount", "0"], "--discount"),
+    (["--steps", "0"], "--steps must be >= 1"), (["--holdout", "1"], "--holdout"), (["--eta", "nan"], "--eta"),
+    (["--temperature", "-1"], "--temperature"), (["--num-samples", "0"], "--num-samples"),
+])
+def test_out_of_range_arguments_fail_before_the_dataset_loads(flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--dataset", "not/loaded/at-all-v0", *flags])
+    assert e.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
 def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):

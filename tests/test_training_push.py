@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,21 @@ def test_final_evaluation_records_a_replay_and_the_card_shows_it(box_dataset, tm
     calls.clear()
     assert train_run(tmp_path / "novideo", "--no-video") == 0
     assert calls[-1]["record_video"] is None
+
+
+def test_card_before_a_push_names_a_placeholder_user_and_plays_the_local_video(tmp_path):
+    from training.push import _needs_robotics, render_card
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"dataset_id": "bench/hopper/medium-v0", "env_id": "Hopper-v5",
+                                                     "num_diffusion_steps": 5, "num_samples": 64,
+                                                     "extraction": "aligniql", "selection": "argmax"}))
+    (folder / "replay.mp4").write_bytes(b"")
+    text = str(render_card(folder))
+    assert 'from_pretrained("YOUR-HF-USER/aligniql-hopper-medium-v0")  # or the local folder' in text
+    assert 'src="replay.mp4"' in text and "gymnasium_robotics" not in text
+    pushed = str(render_card(folder, "me/agent"))
+    assert 'from_pretrained("me/agent")\n' in pushed and "huggingface.co/me/agent/resolve/main/replay.mp4" in pushed
+    assert not _needs_robotics("Hopper-v5") and not _needs_robotics("Humanoid-v5") and not _needs_robotics(None)
+    assert _needs_robotics("PointMaze_UMaze-v3")

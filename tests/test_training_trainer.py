@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aligniql import AlignIQLAgent, AlignIQLConfig
+from tests.conftest import tiny_config, with_unit_statistics
 from tests.training_fixtures import single_thread  # noqa: F401
 from training import checkpoint, losses
 from training.datasets import Transitions
@@ -26,7 +27,7 @@ def random_data(n: int = 300, obs_dim: int = 11, act_dim: int = 3) -> Transition
 
 def make_trainer(steps: int = 20, seed: int = 0, **config) -> Trainer:
     torch.manual_seed(seed)
-    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **{**TINY, **config}))
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **{**TINY, **config})))
     return Trainer(agent, random_data(), TrainerConfig(steps=steps, batch_size=32), seed=seed)
 
 
@@ -148,7 +149,6 @@ def test_checkpoint_directory_is_switched_atomically(tmp_path):
 
 def test_bf16_precision_trains_and_is_validated():
     from aligniql import AlignIQLAgent
-    from tests.conftest import tiny_config
     from training.datasets import Transitions
     from training.trainer import Trainer, TrainerConfig
 
@@ -158,7 +158,8 @@ def test_bf16_precision_trains_and_is_validated():
     data = Transitions(torch.randn(64, 11, generator=g), torch.rand(64, 3, generator=g) * 2 - 1,
                        torch.randn(64, generator=g), torch.randn(64, 11, generator=g), torch.ones(64))
     torch.manual_seed(0)
-    trainer = Trainer(AlignIQLAgent(tiny_config()), data, TrainerConfig(steps=10, batch_size=16, precision="bf16"))
+    trainer = Trainer(with_unit_statistics(AlignIQLAgent(tiny_config())), data,
+                      TrainerConfig(steps=10, batch_size=16, precision="bf16"))
     for _ in range(3):
         logs = trainer.train_step()
     assert all(torch.isfinite(v) for v in logs.values())
@@ -167,14 +168,14 @@ def test_bf16_precision_trains_and_is_validated():
 
 def test_update_critic_alone_leaves_the_denoiser():
     from aligniql import AlignIQLAgent
-    from tests.conftest import tiny_config
     from training.datasets import Transitions
     from training.trainer import Trainer, TrainerConfig
 
     g = torch.Generator().manual_seed(0)
     data = Transitions(torch.randn(64, 11, generator=g), torch.rand(64, 3, generator=g) * 2 - 1,
                        torch.randn(64, generator=g), torch.randn(64, 11, generator=g), torch.ones(64))
-    trainer = Trainer(AlignIQLAgent(tiny_config()), data, TrainerConfig(steps=10, batch_size=16))
+    trainer = Trainer(with_unit_statistics(AlignIQLAgent(tiny_config())), data,
+                      TrainerConfig(steps=10, batch_size=16))
     before = [p.clone() for p in trainer.denoiser.parameters()]
     critic_before = [p.clone() for p in trainer.critic.parameters()]
     logs = trainer.update_critic(trainer.sample_batch())
@@ -185,7 +186,7 @@ def test_update_critic_alone_leaves_the_denoiser():
 
 def test_validation_losses_are_fixed_and_leave_the_training_rng_alone():
     torch.manual_seed(0)
-    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY))
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY)))
     held = random_data(50)
     trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32), validation=held)
     rng = torch.get_rng_state()

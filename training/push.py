@@ -2,7 +2,7 @@
 
     python training/push.py runs/aligniql-hopper-medium-v0-seed0 --repo-id me/aligniql-hopper-medium
 
-The token comes from ``HF_TOKEN`` or ``huggingface-cli login``; it is never printed. A failed push leaves
+The token comes from ``HF_TOKEN`` or ``hf auth login``; it is never printed. A failed push leaves
 the run directory untouched and prints the command to retry.
 """
 
@@ -78,7 +78,9 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
     results = _read_json(folder / "results.json")
     dataset_id = config.get("dataset_id") or train_config.get("dataset", {}).get("id") or "unknown"
     env_id = config.get("env_id")
-    repo_id = repo_id or default_repo_name(dataset_id)
+    # before a push the Hub user is unknown: the card names a placeholder, and the video plays from the folder
+    pushed = repo_id is not None and "/" in repo_id
+    repo_id = repo_id if pushed else f"YOUR-HF-USER/{repo_id or default_repo_name(dataset_id)}"
     name = repo_id.split("/")[-1]
     evaluated = bool(results.get("evaluated"))
     eval_results = None
@@ -103,12 +105,22 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
                **{f"trainer.{k}": v for k, v in train_config.get("trainer", {}).items()}}
     return ModelCard.from_template(
         card_data, template_path=str(TEMPLATE), model_name=name, repo_id=repo_id, dataset_id=dataset_id,
-        env_id=env_id, needs_robotics=bool(env_id) and not any(env_id.startswith(p) for p in (
-            "Hopper", "Walker2d", "HalfCheetah", "Ant-")),
+        env_id=env_id, needs_robotics=_needs_robotics(env_id), pushed=pushed,
         dict_obs=bool(config.get("obs_keys")), config=config, results=results, evaluated=evaluated,
         command=train_config.get("command", "(unknown: no train_config.json)"), hparams=hparams,
         dataset=train_config.get("dataset", {}), versions=train_config.get("versions") or package_versions(),
         git_sha=train_config.get("git_sha"), has_video=(folder / "replay.mp4").is_file())
+
+
+def _needs_robotics(env_id: str | None) -> bool:
+    """Whether loading ``env_id`` needs ``gymnasium_robotics`` registered (PointMaze, AntMaze, Adroit, Kitchen)."""
+    if not env_id:
+        return False
+    import gymnasium as gym
+
+    spec = gym.envs.registry.get(env_id)
+    # not in the registry: not a core Gymnasium env, so most likely one that gymnasium_robotics registers on import
+    return spec is None or str(spec.entry_point).startswith("gymnasium_robotics")
 
 
 def write_card(folder: str | Path, repo_id: str | None = None) -> Path:

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from aligniql import AlignIQLAgent, AlignIQLConfig  # noqa: E402
 from aligniql.agent import resolve_device  # noqa: E402
+from aligniql.config import EXTRACTIONS, SELECTIONS  # noqa: E402
 from aligniql.hub import atomic_write_text  # noqa: E402
 from training import checkpoint  # noqa: E402
 from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, prepare,  # noqa: E402
@@ -80,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train a Gaussian actor by weighted regression (IQL's AWR or AlignIQL weights)")
     g.add_argument("--awr-beta", type=float, help="AWR inverse temperature (preset: 3 locomotion, 10 AntMaze)")
     g.add_argument("--eta", type=float, default=1.0, help="AlignIQL strength in exp(-eta (Q-V)^2)")
-    g.add_argument("--extraction", choices=("aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"),
+    g.add_argument("--extraction", choices=EXTRACTIONS,
                    default="aligniql", help="default action-extraction rule stored in config.json")
-    g.add_argument("--selection", choices=("argmax", "softmax"),
+    g.add_argument("--selection", choices=SELECTIONS,
                    help="default candidate selection stored in config.json (softmax for idql_expectile, else argmax)")
     g.add_argument("--temperature", type=float, default=1.0, help="softmax selection temperature in config.json")
     g.add_argument("--num-samples", type=int, help="diffusion candidates per state when acting (preset: 64)")
@@ -100,6 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--time-dim", type=int, default=128)
     n.add_argument("--diffusion-steps", type=int, default=5)
     return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range values before the dataset is loaded (``parser.error`` exits with the usage)."""
+    a = args
+    checks = [
+        (a.steps is None or a.steps >= 1, f"--steps must be >= 1, got {a.steps}"),
+        (a.batch_size is None or a.batch_size >= 1, f"--batch-size must be >= 1, got {a.batch_size}"),
+        (a.expectile is None or 0 < a.expectile < 1, f"--expectile must be in (0, 1), got {a.expectile}"),
+        (0 < a.discount <= 1, f"--discount must be in (0, 1], got {a.discount}"),
+        (0 <= a.holdout < 1, f"--holdout must be in [0, 1), got {a.holdout}"),
+        (math.isfinite(a.eta) and a.eta > 0, f"--eta must be > 0, got {a.eta}"),
+        (math.isfinite(a.temperature) and a.temperature > 0, f"--temperature must be > 0, got {a.temperature}"),
+        (a.awr_beta is None or (math.isfinite(a.awr_beta) and a.awr_beta > 0),
+         f"--awr-beta must be > 0, got {a.awr_beta}"),
+        (a.num_samples is None or a.num_samples >= 1, f"--num-samples must be >= 1, got {a.num_samples}"),
+        (a.log_every >= 1 and a.eval_num_envs >= 1 and a.save_every >= 0,
+         "--log-every and --eval-num-envs must be >= 1 and --save-every >= 0"),
+        (a.eval_every is None or a.eval_every >= 0, f"--eval-every must be >= 0, got {a.eval_every}"),
+        (a.eval_episodes is None or a.eval_episodes >= 0, f"--eval-episodes must be >= 0, got {a.eval_episodes}"),
+        (a.threads >= 0, f"--threads must be >= 0, got {a.threads}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -283,7 +309,9 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point. Returns 0 on success, 1 when the push failed (the checkpoint stays), 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     setup_logging()
     try:
         dataset_id = resolve_dataset_id(args.env or args.dataset)

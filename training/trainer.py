@@ -91,6 +91,7 @@ class Trainer:
 
     def __init__(self, agent: AlignIQLAgent, data: Transitions, config: TrainerConfig, *, seed: int = 0,
                  device: str | torch.device = "cpu", validation: Transitions | None = None) -> None:
+        agent.check_statistics()  # normalized batches need them: set_normalization(mean, std) first
         self.device = torch.device(device)
         self.config = config
         self.agent = agent.to(self.device).eval()  # the acting copies never need dropout
