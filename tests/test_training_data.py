@@ -47,6 +47,9 @@ def test_d4rl_name_without_equivalent_lists_what_exists():
         resolve_dataset_id("walker2d-medium-expert-v2")
     with pytest.raises(ValueError, match="did you mean walker2d-medium-v2"):
         resolve_dataset_id("walker2d-medum-v2")
+    with pytest.raises(ValueError, match=r"'Hopper-v5' \(--env takes a D4RL dataset name, not a Gymnasium env id\)\. "
+                                         "Known D4RL names"):
+        resolve_dataset_id("Hopper-v5")
 
 
 def test_missing_dataset_offline_fails_fast_with_instructions(minari_root, monkeypatch):

@@ -74,7 +74,10 @@ def resolve_dataset_id(name: str) -> str:
             f"and publishes only 'medium', 'expert' and 'simple' (mujoco/{env}/simple-v0, no D4RL name). What "
             f"exists for {env}: {existing}.{hint} Any Minari id, local ones included, works with --dataset ID.")
     close = difflib.get_close_matches(name, list(D4RL_TO_MINARI), n=3)
-    raise ValueError(f"unknown dataset name {name!r}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    looks_like_env = re.fullmatch(r"[A-Z]\w*-v\d+", name)  # Hopper-v5, PointMaze_UMaze-v3
+    gym_id = " (--env takes a D4RL dataset name, not a Gymnasium env id)" if looks_like_env else ""
+    raise ValueError(f"unknown dataset name {name!r}{gym_id}"
+                     + (f"; did you mean {' or '.join(close)}?" if close else ".")
                      + f" Known D4RL names: {', '.join(sorted(D4RL_TO_MINARI))}. Or pass a Minari id with --dataset.")
 
 

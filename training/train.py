@@ -43,16 +43,25 @@ RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "threads", "
                   "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset", "video"}
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the ``None`` of preset-filled flags (their help names the preset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; ``None`` defaults are filled from the dataset's domain preset (``training/presets.py``)."""
     p = argparse.ArgumentParser(prog="python training/train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--env", help="D4RL dataset name, mapped to its Minari id (walker2d-medium-v2)")
     src.add_argument("--dataset", help="any Minari dataset id, local ones included (bench/hopper/medium-v0)")
     p.add_argument("--steps", type=int, help="gradient steps (preset: 3M)")
     p.add_argument("--batch-size", type=int, help="transitions per step (preset: 512)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="network init, batches, hold-out split and eval episodes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                    help="record replay.mp4 of the final evaluation's first episode for the model card")
@@ -75,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download the dataset when it is not local (needs network)")
     g = p.add_argument_group("algorithm")
     g.add_argument("--expectile", type=float, help="IQL expectile (preset: 0.7 locomotion, 0.9 AntMaze)")
-    g.add_argument("--discount", type=float, default=0.99)
+    g.add_argument("--discount", type=float, default=0.99, help="TD discount")
     g.add_argument("--multipliers", action="store_true", help="train AlignIQL-hard's alpha(s), beta(s) nets")
     g.add_argument("--gaussian-actor", nargs="?", const="awr", choices=("awr", "aligniql"),
                    help="also train a Gaussian actor by weighted regression (IQL's AWR or AlignIQL weights)")
@@ -96,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "as the official code's 5%%; 0 trains on everything")
     n = p.add_argument_group("networks")
     n.add_argument("--hidden-dim", type=int, default=256, help="Q, V, multiplier and Gaussian-actor MLP width")
-    n.add_argument("--denoiser-hidden-dim", type=int, default=256)
-    n.add_argument("--denoiser-blocks", type=int, default=3)
-    n.add_argument("--time-dim", type=int, default=128)
-    n.add_argument("--diffusion-steps", type=int, default=5)
+    n.add_argument("--denoiser-hidden-dim", type=int, default=256, help="LN-ResNet width (blocks are 4x inside)")
+    n.add_argument("--denoiser-blocks", type=int, default=3, help="LN-ResNet residual blocks")
+    n.add_argument("--time-dim", type=int, default=128, help="learnable Fourier time features")
+    n.add_argument("--diffusion-steps", type=int, default=5, help="T of the VP noise schedule")
     return p
 
 

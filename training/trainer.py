@@ -282,15 +282,12 @@ def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: i
     """Evaluate in the dataset's eval env with ``aligniql.evaluation.evaluate``, leaving the training RNG alone.
 
     Returns:
-        ``EvalResult.to_dict()``, or ``None`` (with a log line) when ``episodes`` is 0 or the module is missing.
+        ``EvalResult.to_dict()``, or ``None`` when ``episodes`` is 0.
     """
     if episodes <= 0:
         return None
-    try:
-        from aligniql.evaluation import evaluate
-    except ImportError as e:
-        logger.warning("aligniql.evaluation is not available (%s): skipping evaluation", e)
-        return None
+    from aligniql.evaluation import evaluate
+
     devices = [agent.device] if agent.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # so that a resumed run draws the same numbers
         result = evaluate(agent, dataset_id, episodes=episodes, seed=seed,
