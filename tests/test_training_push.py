@@ -70,6 +70,7 @@ def test_push_uploads_agent_files_with_model_index(run_dir, monkeypatch):
     text = upload["files"]["README.md"]
     assert "model-index" in text and 'AlignIQLAgent.from_pretrained("me/aligniql-hopper-test")' in text
     assert "python training/train.py " in text and "| expectile | 0.7 |" in text and "| minari |" in text
+    assert "held out (not trained on)" in text and "training batch / held-out: behaviour cloning" in text
 
 
 def test_default_repo_id_uses_the_token_user(run_dir, monkeypatch):

@@ -109,7 +109,17 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
         dict_obs=bool(config.get("obs_keys")), config=config, results=results, evaluated=evaluated,
         command=train_config.get("command", "(unknown: no train_config.json)"), hparams=hparams,
         dataset=train_config.get("dataset", {}), versions=train_config.get("versions") or package_versions(),
-        git_sha=train_config.get("git_sha"), has_video=(folder / "replay.mp4").is_file())
+        git_sha=train_config.get("git_sha"), has_video=(folder / "replay.mp4").is_file(),
+        final_losses=_final_losses(folder / "metrics.jsonl"))
+
+
+def _final_losses(metrics: Path) -> dict[str, float] | None:
+    """The last metrics.jsonl line with both training and held-out losses, if any."""
+    if not metrics.is_file():
+        return None
+    keys = ("loss/bc", "val/bc", "loss/value", "val/value", "loss/q", "val/q")
+    lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    return next((r for r in reversed(lines) if all(k in r for k in keys)), None)
 
 
 def _needs_robotics(env_id: str | None) -> bool:
