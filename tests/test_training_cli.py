@@ -181,3 +181,17 @@ def test_cli_reports_missing_or_unpublished_datasets_cleanly(minari_root, monkey
         train.main(["--env", "walker2d-medium-v2", "--push"])
     with pytest.raises(SystemExit, match="no Minari equivalent"):
         train.main(["--env", "hopper-medium-replay-v2"])
+
+
+def test_a_run_from_before_the_hold_out_resumes_with_holdout_0(box_dataset, tmp_path, monkeypatch):
+    install_fake_evaluation(monkeypatch)
+    out = tmp_path / "old"
+    common = ["--dataset", BOX_ID, "--steps", "4", "--eval-episodes", "0", "--output-dir", str(out)]
+    assert run(*common, "--holdout", "0") == 0
+    tc = json.loads((out / "train_config.json").read_text())
+    for key in ("holdout", "selection", "temperature"):  # as written before these flags existed
+        del tc["args"][key]
+    (out / "train_config.json").write_text(json.dumps(tc))
+    with pytest.raises(SystemExit, match=r"'holdout': \(0\.0, 0\.05\)"):
+        run(*common, "--resume")
+    assert run(*common, "--holdout", "0", "--resume") == 0

@@ -39,6 +39,8 @@ from training.trainer import Trainer, TrainerConfig, evaluate_agent  # noqa: E40
 
 logger = logging.getLogger("training.train")
 # Arguments that may change between a run and its --resume; all others define the run and must match.
+# arguments added after runs were started, with the behaviour those runs had: they resume with these values
+LEGACY_ARGS = {"holdout": 0.0, "selection": "argmax", "temperature": 1.0}
 RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "threads", "eval_every", "eval_episodes",
                   "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset", "video"}
 
@@ -215,7 +217,7 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
     """Build the agent and trainer; on --resume restore the saved state, else start the run directory."""
     out = Path(cfg["output_dir"])
     if cfg["resume"]:
-        checkpoint.check_resume_args(out, cfg, RESUMABLE_ARGS)
+        checkpoint.check_resume_args(out, cfg, RESUMABLE_ARGS, LEGACY_ARGS)
     elif checkpoint.has_state(out):
         raise SystemExit(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
                          "another --output-dir to start over")
