@@ -31,6 +31,8 @@ def settings(num_samples: list[int], temperatures: list[float]) -> dict[str, dic
     for n in num_samples:
         grid[f"AlignIQL argmax, N={n}"] = {"extraction": "aligniql", "selection": "argmax", "num_samples": n}
         grid[f"IDQL argmax Q, N={n}"] = {"extraction": "idql", "selection": "argmax", "num_samples": n}
+    # the official AlignIQL-hard evaluation (argmax of -beta(s) Q - 1); the quality table's row samples instead
+    grid["AlignIQL-hard argmax, N=64"] = {"extraction": "aligniql_hard", "selection": "argmax", "num_samples": 64}
     for t in temperatures:
         grid[f"AlignIQL softmax T={t:g}, N=64"] = {"extraction": "aligniql", "selection": "softmax",
                                                    "temperature": t, "num_samples": 64}

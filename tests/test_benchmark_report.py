@@ -98,6 +98,7 @@ def test_extraction_settings_reuse_only_the_same_quality_evaluation(tmp_path):
     assert pick["IDQL argmax Q, N=64"]["score"] == 2
     assert pick["Diffusion BC (N=1)"]["score"] == 4
     assert pick["AlignIQL argmax, N=16"] is None and pick["IDQL expectile softmax, N=64"] is None
+    assert pick["AlignIQL-hard argmax, N=64"] is None  # the official rule; the quality row sampled instead
     # another checkpoint, episode count or episode seed: evaluated anew, not reused
     same = grid["AlignIQL argmax, N=64"]
     assert extraction.reusable(seed, tmp_path / "seed1", same, 10, defaults) is None
