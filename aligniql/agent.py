@@ -105,8 +105,9 @@ class AlignIQLAgent(nn.Module):
         return self.obs_mean.device
 
     def set_precision(self, precision: str) -> AlignIQLAgent:
-        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.2-2.1x faster on a 2-core AVX512-BF16
-        CPU, depending on batch and N; see the README's benchmarks); candidates are still scored by Q and V in float32, whose ranking
+        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.6-2.0x faster from 64 observations up
+        on a 2-core AVX512-BF16 CPU; for one observation the gain varies, 0.7-1.3x; see the README's
+        benchmarks); candidates are still scored by Q and V in float32, whose ranking
         bf16 would blur.
         ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
         if precision not in ("fp32", "bf16"):
