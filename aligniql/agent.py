@@ -90,9 +90,9 @@ class AlignIQLAgent(nn.Module):
         low, high = c.bounds()
         # NaN until set_normalization or a checkpoint fills them: acting on made-up statistics would be wrong
         # in silence, so it fails instead (check_statistics)
-        unset = float("nan") if c.normalize_obs else None
-        self.register_buffer("obs_mean", torch.full((c.obs_dim,), unset if unset is not None else 0.0))
-        self.register_buffer("obs_std", torch.full((c.obs_dim,), unset if unset is not None else 1.0))
+        mean, std = (math.nan, math.nan) if c.normalize_obs else (0.0, 1.0)
+        self.register_buffer("obs_mean", torch.full((c.obs_dim,), mean))
+        self.register_buffer("obs_std", torch.full((c.obs_dim,), std))
         self.register_buffer("action_low", torch.tensor(low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(high, dtype=torch.float32))
         self.schedule = make_schedule(c.beta_schedule, c.num_diffusion_steps)
@@ -107,8 +107,7 @@ class AlignIQLAgent(nn.Module):
     def set_precision(self, precision: str) -> AlignIQLAgent:
         """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.6-2.0x faster from 64 observations up
         on a 2-core AVX512-BF16 CPU; for one observation the gain varies, 0.7-1.3x; see the README's
-        benchmarks); candidates are still scored by Q and V in float32, whose ranking
-        bf16 would blur.
+        benchmarks). Candidates are still scored by Q and V in float32, whose ranking bf16 would blur.
         ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
