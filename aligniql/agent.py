@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights,
 # so the passes change no action.
 CPU_ROWS_PER_PASS = 2048
 # a generator, an int seed, or one of them per observation row
-Generators = Union[torch.Generator, int, Sequence[Union[torch.Generator, int]], None]
+Generators = torch.Generator | int | Sequence[torch.Generator | int] | None
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,7 @@ class AlignIQLAgent(nn.Module):
         if (self.config.extraction if extraction is None else extraction) == "gaussian":
             raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
                              "use 'aligniql', 'aligniql_hard', 'idql' or 'idql_expectile'")
+        # candidates never select: check the rule and N as for a sampler, which every rule allows
         n, extraction, _, eta, _ = self._settings(num_samples, extraction, "softmax", eta, None)
         self.check_statistics()
         parsed = parse_observation(obs, self.config, self.device)
