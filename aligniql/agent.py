@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,8 @@ class AlignIQLAgent(nn.Module):
         noise = gumbel_u = None
         if extraction != "gaussian":
             noise, gumbel_u = self._draw(parsed.obs.shape[0], n, selection, generator)
-        actions = self._act_in_passes(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature)
+        with self._sampling_mode():
+            actions = self._act_in_passes(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature)
         if not bool(torch.isfinite(actions).all()):  # NaN would pass the bound clamp; never hand it to the env
             self.check_statistics()  # the likely cause when every row fails; checked here, off the fast path
             rows = (~torch.isfinite(actions)).any(-1).nonzero().flatten().tolist()
@@ -238,9 +240,23 @@ class AlignIQLAgent(nn.Module):
         self.check_statistics()
         parsed = parse_observation(obs, self.config, self.device)
         noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
-        cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
-                            noise=noise)
+        with self._sampling_mode():
+            cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
+                                noise=noise)
         return replace(cand, actions=self.scale_action(cand.actions))
+
+    @contextmanager
+    def _sampling_mode(self) -> Iterator[None]:
+        """Sample with dropout off even when a caller left the agent in train mode (``agent.train()``, a training
+        loop): otherwise the same generator would give different actions. The caller's modes are restored."""
+        training = [m for m in self.modules() if m.training]
+        for m in training:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m in training:
+                m.training = True
 
     def _settings(self, num_samples: int | None, extraction: str | None, selection: str | None, eta: float | None,
                   temperature: float | None) -> tuple[int, str, str, float, float]:

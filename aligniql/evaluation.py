@@ -123,12 +123,9 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
         configure_headless_gl()
     envs, spec, dataset_id, refs = _open(env, num_envs, episodes, vectorization, max_episode_steps)
     env_id = spec.id if spec is not None else None
-    was_training = isinstance(agent, torch.nn.Module) and agent.training
     try:
         _check_agent(agent, envs, env_id)
         policy = _Policy(agent, act_overrides)
-        if was_training:
-            agent.eval()  # dropout in the denoiser is for training only
         t0 = time.perf_counter()
         returns, lengths, successes = _run(policy, envs, episodes, seed, max_episode_steps)
         elapsed = time.perf_counter() - t0
@@ -141,8 +138,6 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
         goal = successes is not None or "desired_goal" in getattr(envs.single_observation_space, "spaces", {})
         at_goal = _terminates_at_goal(envs, spec) if goal else None
     finally:
-        if was_training:
-            agent.train()
         if isinstance(env, str):  # built here; envs passed in stay open for the caller
             envs.close()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from aligniql import AlignIQLAgent, Candidates
+from aligniql import Candidates
 from tests.conftest import CUDA, tiny_agent
 
 DEVICES = ["cpu", *CUDA]
@@ -150,11 +150,19 @@ def test_action_scaling_round_trip():
     torch.testing.assert_close(agent.unscale_action(agent.scale_action(a)), a)
 
 
-def test_act_does_not_change_modes_or_need_grad(agent):
-    agent.denoiser.train()  # a caller's choice is left alone
-    agent.act(np.zeros(11))
-    assert agent.denoiser.training
-    assert isinstance(agent, AlignIQLAgent) and not agent.training
+def test_act_samples_without_dropout_in_train_mode_and_restores_modes():
+    agent = tiny_agent(denoiser_dropout=0.5)
+    obs = np.random.default_rng(0).normal(size=(4, 11))
+    expected = agent.act(obs, generator=0)
+    cand = agent.candidates(obs, generator=0)
+    agent.train()  # e.g. left so by a training loop: dropout must not change what the agent does
+    assert np.array_equal(agent.act(obs, generator=0), expected)
+    torch.testing.assert_close(agent.candidates(obs, generator=0).actions, cand.actions, rtol=0, atol=0)
+    assert all(m.training for m in agent.modules())  # the caller's modes are given back
+    agent.eval()
+    agent.denoiser.train()
+    agent.act(obs)
+    assert agent.denoiser.training and not agent.training
 
 
 def test_bf16_precision_gives_valid_close_actions(agent):
