@@ -16,17 +16,29 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
 def _atomic(path: Path, write) -> None:
-    """Write through a temp file in the same directory, then rename: readers never see half a file."""
+    """Write through a temp file in the same directory, then rename: readers never see half a file, and the
+    data is on disk before the rename, so a power loss cannot leave an empty file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a saved agent should not be
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if os.name == "posix":  # the rename itself lives in the directory (Windows cannot open directories)
+        _fsync(path.parent)
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -36,13 +48,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic(Path(path), write)
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -52,11 +58,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a ValueError naming every missing, unexpected or mis-shaped tensor."""
+    """Raise a ValueError naming every missing, unexpected, mis-shaped or mis-typed tensor."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(found[k].shape)}"
               for k in sorted(set(expected) & set(found)) if expected[k].shape != found[k].shape]
+    # a float16 or float64 file would load by a silent cast: another writer's file, not one of ours
+    dtypes = [f"{k}: expected {expected[k].dtype}, found {found[k].dtype}"
+              for k in sorted(set(expected) & set(found)) if expected[k].dtype != found[k].dtype]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing}")
@@ -64,6 +73,8 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
         problems.append(f"unexpected tensors {unexpected}")
     if shapes:
         problems.append(f"mis-shaped tensors [{'; '.join(shapes)}]")
+    if dtypes:
+        problems.append(f"tensors of another dtype [{'; '.join(dtypes)}]")
     if problems:
         raise ValueError(f"{source} does not match its config.json: " + ", ".join(problems)
                          + ". The checkpoint is incomplete or was written for another configuration.")

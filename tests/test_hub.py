@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,14 @@ def test_strict_mis_shaped_tensor(saved):
         AlignIQLAgent.from_pretrained(path)
 
 
+def test_strict_mis_typed_tensor(saved):
+    _, path = saved
+    _edit_weights(path, lambda t: t.update({"critic.q1.0.weight": t["critic.q1.0.weight"].half()}))
+    with pytest.raises(ValueError, match=r"another dtype \[critic.q1.0.weight: expected torch.float32, found "
+                                         r"torch.float16\]"):
+        AlignIQLAgent.from_pretrained(path)
+
+
 def test_config_without_multipliers_but_weights_with_them(saved):
     _, path = saved
     cfg = json.loads((path / "config.json").read_text())
@@ -154,6 +163,31 @@ def test_save_is_atomic(saved, monkeypatch):
         agent.save_pretrained(path)
     assert (path / "model.safetensors").read_bytes() == before
     assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_saved_files_reach_the_disk_before_the_rename(saved, monkeypatch):
+    import os
+
+    agent, path = saved
+    events = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    opened = {}
+
+    def track_open(p, flags, *a, **k):
+        fd = real_open(p, flags, *a, **k)
+        opened[fd] = os.fspath(p)
+        return fd
+
+    monkeypatch.setattr(os, "open", track_open)
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", opened.get(fd))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", os.fspath(b))) or real_replace(a, b))
+    agent.save_pretrained(path)
+    for name in ("model.safetensors", "config.json"):
+        final = str(path / name)
+        i = events.index(("replace", final))
+        # the temp file's data is flushed before it takes the final name, the directory entry after
+        assert events[i - 1][0] == "fsync" and Path(events[i - 1][1]).name.startswith(f".{name}.")
+        assert events[i + 1] == ("fsync", str(path))
 
 
 @pytest.mark.parametrize("device, match", [("tpu", "device must be"), ("cuda:99", "CUDA")])
