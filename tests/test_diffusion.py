@@ -35,26 +35,42 @@ def test_add_noise_matches_formula():
     torch.testing.assert_close(add_noise(a, eps, t, s), expected)
 
 
-class ConstantEps(Denoiser):
-    """A dummy denoiser predicting eps = 0.5 everywhere, to pin the reverse loop's arithmetic."""
+class LinearEps(Denoiser):
+    """A dummy denoiser with eps(x, t) = 0.3 (x + t) - 0.1, through the same split first layer sample() uses,
+    so the reverse loop's arithmetic, its raw step index and its noise indexing are all pinned."""
+
+    def split_input(self, obs):
+        return torch.zeros(obs.shape[0], 1), torch.ones(1, 1), torch.ones(1, 1)
+
+    def time_embedding(self, t):
+        return t  # the step index as sample() passes it (raw 0..T-1, as in training: ALGORITHM.md §12.2.4)
 
     def trunk(self, h):
-        return torch.full((h.shape[0], self.act_dim), 0.5)
+        return 0.3 * h - 0.1
 
 
-def test_sampler_pinned_with_dummy_denoiser():
-    s = make_schedule("vp", 5)
-    den = ConstantEps(obs_dim=2, act_dim=1, hidden_dim=8, num_blocks=1, time_dim=4)
-    noise = torch.full((5, 1, 1), 0.1)
-    x = 0.1
+def _reverse_by_hand(s, noise, clip):
+    x = noise[0]
     for t in reversed(range(5)):  # the reverse update of ALGORITHM.md §4.4 written out by hand
-        x = (x - s.betas[t] / math.sqrt(1 - s.alpha_bars[t]) * 0.5) / math.sqrt(s.alphas[t])
-        x = x + (math.sqrt(s.betas[t]) * 0.1 if t > 0 else 0.0)
-        x = min(max(x, -1.0), 1.0)
-    out = sample(den, torch.zeros(1, 2), s, noise=noise)
-    assert out.item() == pytest.approx(x, abs=1e-6)
-    unclipped = sample(den, torch.zeros(1, 2), s, noise=torch.full((5, 1, 1), 3.0), clip=False)
-    assert unclipped.abs().item() > 1
+        eps = 0.3 * (x + t) - 0.1
+        x = (x - s.betas[t] / math.sqrt(1 - s.alpha_bars[t]) * eps) / math.sqrt(s.alphas[t])
+        x = x + (math.sqrt(s.betas[t]) * noise[t] if t > 0 else 0.0)
+        x = min(max(x, -1.0), 1.0) if clip else x
+    return x
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_sampler_pinned_with_dummy_denoiser(clip):
+    s = make_schedule("vp", 5)
+    den = LinearEps(obs_dim=2, act_dim=1, hidden_dim=8, num_blocks=1, time_dim=4)
+    draws = [0.4, -0.3, 0.2, 0.5, -0.6]  # a different draw per step, none of them clipped away when clip=False
+    out = sample(den, torch.zeros(1, 2), s, noise=torch.tensor(draws).reshape(5, 1, 1), clip=clip)
+    expected = _reverse_by_hand(s, draws, clip)
+    assert out.item() == pytest.approx(expected, abs=1e-5)
+    if not clip:
+        assert abs(expected) > 1  # so clipping at every step would have given another number
+    else:
+        assert abs(expected) <= 1
 
 
 def test_fast_first_layer_equals_forward():
