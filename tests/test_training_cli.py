@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,54 @@ def test_interrupt_then_resume_matches_uninterrupted_run(box_dataset, tmp_path, 
         run(*common, "--output-dir", str(part))  # no silent overwrite of a run
     with pytest.raises(SystemExit, match="nothing to resume"):
         run(*common, "--output-dir", str(tmp_path / "never"), "--resume")
+
+
+def test_ctrl_c_after_the_last_step_keeps_the_state_and_resume_finishes(box_dataset, tmp_path, monkeypatch, capsys):
+    calls = install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    common = ["--dataset", BOX_ID, "--steps", "4", "--eval-episodes", "2", "--save-every", "0", "--output-dir",
+              str(out)]
+    export = train.export
+
+    def export_interrupted(trainer, folder):
+        if trainer.step == 4:  # Ctrl-C while the final files are being written: they are written all the same
+            signal.raise_signal(signal.SIGINT)
+        export(trainer, folder)
+
+    monkeypatch.setattr(train, "export", export_interrupted)
+    assert run(*common) == 130
+    assert json.loads((out / "training_state" / "latest.json").read_text())["step"] == 4
+    assert not (out / "results.json").exists() and calls == []
+    err = capsys.readouterr().err
+    assert "before the final evaluation; the state is saved" in err and "--resume" in err
+    monkeypatch.setattr(train, "export", export)
+
+    evaluation = sys.modules["aligniql.evaluation"]  # the fake installed above
+    fake = evaluation.evaluate
+
+    def evaluation_interrupted(*a, **k):
+        raise KeyboardInterrupt  # Ctrl-C during the final evaluation, outside the training loop's handler
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluation_interrupted)
+    assert run(*common, "--resume") == 130
+    assert "training state of step 4 is saved" in capsys.readouterr().err and not (out / "results.json").exists()
+    monkeypatch.setattr(evaluation, "evaluate", fake)
+    assert run(*common, "--resume") == 0
+    assert json.loads((out / "results.json").read_text())["step"] == 4 and (out / "README.md").is_file()
+    metrics = (out / "metrics.jsonl").read_text()
+    assert run(*common, "--resume") == 0  # a finished run: nothing to train, nothing evaluated twice
+    assert (out / "metrics.jsonl").read_text() == metrics and len(calls) == 1
+
+
+def test_resume_without_a_saved_state_says_so(box_dataset, tmp_path, monkeypatch):
+    install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    common = ["--dataset", BOX_ID, "--steps", "2", "--eval-episodes", "0", "--output-dir", str(out)]
+    assert run(*common) == 0
+    import shutil
+    shutil.rmtree(out / "training_state")  # e.g. killed before its first save
+    with pytest.raises(SystemExit, match="has no saved training state"):
+        run(*common, "--resume")
 
 
 def test_real_evaluation_if_available(box_dataset, tmp_path):

@@ -12,6 +12,7 @@ from tests.training_fixtures import BOX_ID, TINY_ARGS, box_dataset, install_fake
 from training import push as push_mod
 from training import train
 
+SECRET = "hf_aligniqlTestSecretToken0123456789"
 AGENT_FILES = {"config.json", "model.safetensors", "README.md", "train_config.json", "results.json", "metrics.jsonl"}
 
 
@@ -38,6 +39,7 @@ class FakeHub:
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
         monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **kw: {"name": "me"})
         monkeypatch.setattr(push_mod.time, "sleep", lambda s: None)
+        monkeypatch.setenv("HF_TOKEN", SECRET)
 
 
 def train_run(out: Path, *extra: str) -> int:
@@ -105,13 +107,69 @@ def test_failed_push_keeps_checkpoint_and_prints_retry(box_dataset, tmp_path, mo
     assert push_mod.main([str(out), "--repo-id", "org/agent"]) == 0 and len(hub.uploads) == 1
 
 
+def test_the_token_is_never_printed_or_written(box_dataset, tmp_path, monkeypatch, capsys, caplog):
+    install_fake_evaluation(monkeypatch)
+    FakeHub(monkeypatch, fail=RuntimeError("connection reset"))  # sets HF_TOKEN to SECRET
+    out = tmp_path / "run"
+    assert train_run(out, "--push", "--repo-id", "org/agent") == 1
+    assert push_mod.main([str(out), "--repo-id", "org/agent"]) == 1
+    seen = capsys.readouterr()
+    assert SECRET not in seen.out + seen.err + caplog.text
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_push_checks_the_folder_repo_id_and_token_before_the_network(run_dir, monkeypatch, capsys):
+    hub = FakeHub(monkeypatch)
+    with pytest.raises(ValueError, match="'not a repo' is not a Hub repo id"):
+        push_mod.push(run_dir, "not a repo")
+    with pytest.raises(SystemExit):
+        push_mod.main([str(run_dir), "--repo-id", "not a repo"])
+    assert "is not a Hub repo id" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # and train.py refuses it before loading anything
+        train.main(["--dataset", BOX_ID, "--push", "--repo-id", "bad id!"])
+    assert "is not a Hub repo id" in capsys.readouterr().err
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(push_mod, "has_token", lambda token=None: bool(token))  # no saved login either
+    sleeps: list[float] = []
+    monkeypatch.setattr(push_mod.time, "sleep", sleeps.append)
+    with pytest.raises(push_mod.PushError, match="no Hugging Face token found"):
+        push_mod.push(run_dir, "org/agent")
+    assert sleeps == [] and hub.created == [] and hub.uploads == []
+
+
+def test_unfinished_run_is_not_pushed_unless_asked(run_dir, monkeypatch, capsys):
+    hub = FakeHub(monkeypatch)
+    (run_dir / "results.json").unlink()  # e.g. stopped before its final evaluation
+    with pytest.raises(FileNotFoundError, match=r"has not finished.*--resume.*--allow-unfinished"):
+        push_mod.push(run_dir, "org/agent")
+    with pytest.raises(SystemExit):
+        push_mod.main([str(run_dir), "--repo-id", "org/agent"])
+    assert "has not finished" in capsys.readouterr().err and hub.uploads == []
+    assert push_mod.main([str(run_dir), "--repo-id", "org/agent", "--allow-unfinished"]) == 0
+    assert len(hub.uploads) == 1
+
+
+def test_retry_hint_is_a_command_that_runs(run_dir, monkeypatch, capsys):
+    import shlex
+
+    FakeHub(monkeypatch, fail=RuntimeError("connection reset"))
+    odd = run_dir.rename(run_dir.parent / "my run (1)")
+    assert not push_mod.push_with_retry_hint(odd, "org/agent", private=True)
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("Retry with: "))
+    argv = shlex.split(line.removeprefix("Retry with: "))
+    assert argv == ["python", "training/push.py", str(odd), "--repo-id", "org/agent", "--private"]
+
+
 def test_offline_push_fails_at_once_without_retries(run_dir, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
     sleeps: list[float] = []
     monkeypatch.setattr(push_mod.time, "sleep", sleeps.append)
-    with pytest.raises(push_mod.PushError):
+    with pytest.raises(push_mod.PushError, match="Offline"):
         push_mod.push(run_dir, "org/agent")
     assert sleeps == []
 

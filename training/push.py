@@ -19,6 +19,7 @@ import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -146,15 +147,39 @@ class PushError(RuntimeError):
     """The upload failed; the local run directory is unchanged."""
 
 
+NO_TOKEN = "no Hugging Face token found: set HF_TOKEN or run `hf auth login` (a token with write access)"
+
+
+def repo_id_problem(repo_id: str | None) -> str | None:
+    """Why ``repo_id`` (``org/name`` or ``name``) cannot be a Hub repo id, or None; checked before any network."""
+    if repo_id is None:
+        return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        return f"--repo-id {repo_id!r} is not a Hub repo id ('org/name' or 'name'): {e}"
+    return None
+
+
+def has_token(token: str | None = None) -> bool:
+    from huggingface_hub import get_token
+
+    return bool(token or get_token())
+
+
 def _give_up_at_once(e: Exception) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     status = getattr(getattr(e, "response", None), "status_code", None)
-    return isinstance(e, OfflineModeIsEnabled) or (isinstance(e, HfHubHTTPError) and status in (401, 403, 404))
+    return isinstance(e, (OfflineModeIsEnabled, LocalTokenNotFoundError)) or (
+        isinstance(e, HfHubHTTPError) and status in (401, 403, 404))
 
 
 def push(folder: str | Path, repo_id: str | None = None, *, private: bool = False, token: str | None = None,
-         commit_message: str | None = None, retries: int = 2) -> str:
+         commit_message: str | None = None, retries: int = 2, allow_unfinished: bool = False) -> str:
     """Upload the agent files of a run directory (never ``training_state/``) to a Hub model repo.
 
     Args:
@@ -164,12 +189,16 @@ def push(folder: str | Path, repo_id: str | None = None, *, private: bool = Fals
         token: Hub token; ``None`` uses ``HF_TOKEN`` or the saved login.
         commit_message: defaults to a message naming the dataset.
         retries: extra attempts after a network failure (with backoff); auth and offline errors fail at once.
+        allow_unfinished: upload a run that has not finished (no ``results.json``: interrupted, or stopped
+            before its final evaluation); refused by default, as its card would describe a finished run.
 
     Returns:
         The repo id pushed to.
 
     Raises:
-        PushError: the upload failed; ``__cause__`` holds the Hub error.
+        FileNotFoundError: ``folder`` is not a (finished) run directory.
+        ValueError: ``repo_id`` is not a valid Hub repo id.
+        PushError: the upload failed (no token, network, permissions); ``__cause__`` holds the Hub error.
     """
     from huggingface_hub import HfApi
 
@@ -177,6 +206,16 @@ def push(folder: str | Path, repo_id: str | None = None, *, private: bool = Fals
     missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} has no {missing}; is it a run directory written by training/train.py?")
+    if not allow_unfinished and not (folder / "results.json").is_file():
+        command = _read_json(folder / "train_config.json").get("command")
+        finish = f"finish it with `{command} --resume`" if command else "finish it with training/train.py --resume"
+        raise FileNotFoundError(f"{folder} has no results.json: its training has not finished (interrupted, or "
+                                f"stopped before the final evaluation); {finish}, or pass --allow-unfinished to "
+                                "upload it as it is")
+    if problem := repo_id_problem(repo_id):
+        raise ValueError(problem)
+    if not has_token(token):
+        raise PushError(NO_TOKEN)
     dataset_id = _read_json(folder / "config.json").get("dataset_id") or "unknown"
     repo_id = repo_id or default_repo_name(dataset_id)
     api = HfApi(token=token)
@@ -206,15 +245,17 @@ def push(folder: str | Path, repo_id: str | None = None, *, private: bool = Fals
     raise AssertionError("unreachable")
 
 
-def push_with_retry_hint(folder: str | Path, repo_id: str | None, *, private: bool = False) -> bool:
+def push_with_retry_hint(folder: str | Path, repo_id: str | None, *, private: bool = False,
+                         allow_unfinished: bool = False) -> bool:
     """Push and, on failure, print why and the exact command to retry. Returns whether it succeeded."""
     try:
-        push(folder, repo_id, private=private)
+        push(folder, repo_id, private=private, allow_unfinished=allow_unfinished)
         return True
     except PushError as e:
-        retry = f"python training/push.py {folder}" + (f" --repo-id {repo_id}" if repo_id else "")
+        retry = ["python", "training/push.py", str(folder), *(["--repo-id", repo_id] if repo_id else []),
+                 *(["--private"] if private else []), *(["--allow-unfinished"] if allow_unfinished else [])]
         print(f"Push to the Hugging Face Hub failed: {e}\nThe checkpoint is kept in {folder}.\n"
-              f"Retry with: {retry}{' --private' if private else ''}", file=sys.stderr)
+              f"Retry with: {shlex.join(retry)}", file=sys.stderr)
         return False
 
 
@@ -223,9 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", help="run directory written by training/train.py")
     p.add_argument("--repo-id", help="org/name (default <your user>/aligniql-<dataset>)")
     p.add_argument("--private", action="store_true")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="upload a run whose training has not finished (no results.json)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    return 0 if push_with_retry_hint(args.folder, args.repo_id, private=args.private) else 1
+    try:
+        ok = push_with_retry_hint(args.folder, args.repo_id, private=args.private,
+                                  allow_unfinished=args.allow_unfinished)
+    except (FileNotFoundError, ValueError) as e:  # not a run, or a bad repo id: nothing was sent
+        p.error(str(e))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from training import checkpoint  # noqa: E402
 from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, prepare,  # noqa: E402
                                resolve_dataset_id, split_holdout)
 from training.presets import dataset_slug, preset_for  # noqa: E402
-from training.push import git_sha, package_versions, push_with_retry_hint, write_card  # noqa: E402
+from training.push import (NO_TOKEN, git_sha, has_token, package_versions, push_with_retry_hint,  # noqa: E402
+                           repo_id_problem, write_card)
 from training.trainer import Trainer, TrainerConfig, evaluate_agent  # noqa: E402
 
 logger = logging.getLogger("training.train")
@@ -137,6 +138,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    if problem := repo_id_problem(a.repo_id):  # before hours of training, not at the push
+        parser.error(problem)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -218,6 +221,9 @@ def setup(cfg: dict[str, Any], data: OfflineData, command: str) -> Trainer:
     out = Path(cfg["output_dir"])
     if cfg["resume"]:
         checkpoint.check_resume_args(out, cfg, RESUMABLE_ARGS, LEGACY_ARGS)
+        if not checkpoint.has_state(out):
+            raise SystemExit(f"--resume: {out} has no saved training state (the run stopped before its first save, "
+                             "or it was deleted); start over without --resume")
     elif checkpoint.has_state(out):
         raise SystemExit(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
                          "another --output-dir to start over")
@@ -262,6 +268,9 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
 
     out, steps = Path(cfg["output_dir"]), cfg["steps"]
     trainer = setup(cfg, data, command)
+    if cfg["resume"] and trainer.step >= steps and _finished(out, trainer.step):
+        logger.info("%s already finished at step %d (results.json, model card): nothing to train", out, steps)
+        return out
     logger.info("dataset %s: %d transitions (%d trained on), %d episodes, env %s, reward %s (scale %.4g, shift %g); "
                 "device %s", data.dataset_id, len(data.transitions), len(trainer.data), data.num_episodes,
                 data.env_id, data.reward_transform, data.reward_scale, data.reward_shift, trainer.device)
@@ -299,10 +308,11 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
                 evaluate()
             if cfg["save_every"] and step % cfg["save_every"] == 0 and step < steps:
                 export(trainer, out)
-    export(trainer, out)
-    if trainer.step < steps:
-        logger.warning("stopped at step %d of %d with the state saved; continue with: %s --resume", trainer.step,
-                       steps, command.replace(" --resume", ""))
+        export(trainer, out)  # still inside: a Ctrl-C now waits until the files are written
+    if stop.requested:
+        what = f"at step {trainer.step} of {steps}" if trainer.step < steps else "after the last step, before the " \
+            "final evaluation"
+        logger.warning("stopped %s; the state is saved, continue with: %s", what, resume_command(command))
         raise Interrupted
     # a replay of the final evaluation's first episode for the model card; rendering failures only warn
     result = evaluate(out / "replay.mp4" if cfg.get("video", True) else None)
@@ -317,6 +327,18 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
     return out
 
 
+def _finished(out: Path, step: int) -> bool:
+    """Whether the run in ``out`` completed its final evaluation and card at ``step``."""
+    try:
+        return json.loads((out / "results.json").read_text())["step"] == step and (out / "README.md").is_file()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def resume_command(command: str) -> str:
+    return command.replace(" --resume", "") + " --resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point. Returns 0 on success, 1 when the push failed (the checkpoint stays), 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -324,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging()
+    if args.push and not has_token():
+        logger.warning("%s; the push after training will fail unless you log in before it ends (the agent is saved "
+                       "either way)", NO_TOKEN)
     try:
         dataset_id = resolve_dataset_id(args.env or args.dataset)
         dataset = load_dataset(dataset_id, download=args.download)
@@ -334,7 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "python training/train.py " + shlex.join(argv)
     try:
         out = train(cfg, data, command)
-    except (Interrupted, KeyboardInterrupt):
+    except Interrupted:
+        return 130
+    except KeyboardInterrupt:  # outside the training loop's handler: while loading, or in the final evaluation
+        out = Path(cfg["output_dir"])
+        if checkpoint.has_state(out):
+            step = json.loads((out / "training_state" / "latest.json").read_text())["step"]
+            logger.warning("interrupted; the training state of step %d is saved in %s: continue (and finish the "
+                           "final evaluation and model card) with: %s", step, out, resume_command(command))
+        else:
+            logger.warning("interrupted before anything was saved")
         return 130
     logger.info("agent saved to %s (load with AlignIQLAgent.from_pretrained(%r))", out, str(out))
     if not cfg["push"]:

@@ -292,6 +292,11 @@ def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: i
     with torch.random.fork_rng(devices=devices):  # so that a resumed run draws the same numbers
         result = evaluate(agent, dataset_id, episodes=episodes, seed=seed,
                           num_envs=max(1, min(num_envs, episodes)), record_video=record_video).to_dict()
-    logger.info("eval: return %.1f +- %.1f, normalized score %s, success rate %s", result["mean_return"],
-                result["std_return"], result.get("normalized_score"), result.get("success_rate"))
+    parts = [f"return {result['mean_return']:.1f} +- {result['std_return']:.1f} over {episodes} episode"
+             + ("s" if episodes != 1 else "")]
+    if result.get("normalized_score") is not None:
+        parts.append(f"normalized score {result['normalized_score']:.1f}")
+    if result.get("success_rate") is not None:
+        parts.append(f"success rate {100 * result['success_rate']:.0f}%")
+    logger.info("eval: %s", ", ".join(parts))
     return result
