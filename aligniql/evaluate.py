@@ -56,19 +56,26 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_headless_gl()  # before anything imports mujoco
 
-    from aligniql.agent import AlignIQLAgent
+    from aligniql.agent import AlignIQLAgent, resolve_device
     from aligniql.evaluation import evaluate
 
-    agent = AlignIQLAgent.from_pretrained(args.agent, device=args.device)
-    env = args.env or _default_env(agent.config)
-    if env is None:
-        p.error("the agent's config names no env_id or dataset_id; pass --env")
-    agent.set_precision(args.precision)
-    overrides = {k: v for k in ("num_samples", "extraction", "selection", "temperature", "eta")
-                 if (v := getattr(args, k)) is not None}
-    result = evaluate(agent, env, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
-                      vectorization=args.vectorization, record_video=args.video,
-                      max_episode_steps=args.max_episode_steps, **overrides)
+    try:  # the errors a user can fix from the command line: one line each, no traceback
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        p.error(f"--device: {e}")
+    try:
+        agent = AlignIQLAgent.from_pretrained(args.agent, device=args.device)
+        env = args.env or _default_env(agent.config)
+        if env is None:
+            p.error("the agent's config names no env_id or dataset_id; pass --env")
+        agent.set_precision(args.precision)
+        overrides = {k: v for k in ("num_samples", "extraction", "selection", "temperature", "eta")
+                     if (v := getattr(args, k)) is not None}
+        result = evaluate(agent, env, episodes=args.episodes, num_envs=args.num_envs, seed=args.seed,
+                          vectorization=args.vectorization, record_video=args.video,
+                          max_episode_steps=args.max_episode_steps, **overrides)
+    except (ValueError, FileNotFoundError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
     print(f"agent: {args.agent}  (extraction {overrides.get('extraction', agent.config.extraction)}, "
           f"N={overrides.get('num_samples', agent.config.num_samples)}, device {args.device})")
     print(result)

@@ -6,6 +6,7 @@ cheap and never needs them.
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 import warnings
@@ -91,8 +92,8 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
     ``torch.Generator`` seeded ``seed + i``, so per-episode results do not depend on ``num_envs``.
 
     Args:
-        agent: an ``AlignIQLAgent``, or any object with ``act(batched_obs) -> actions`` (its randomness is
-            then its own).
+        agent: an ``AlignIQLAgent`` (or the folder / Hub repo id to load one from), or any object with
+            ``act(batched_obs) -> actions`` (its randomness is then its own).
         env: a Gymnasium env id, a ``gym.Env``, a ``gym.vector.VectorEnv`` (any autoreset mode; its own
             ``num_envs`` counts), or a local Minari dataset id (its eval env and reference scores).
         episodes: number of episodes.
@@ -110,11 +111,15 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
         An ``EvalResult``.
 
     Raises:
-        ValueError: the agent's observation keys or dimensions, or action dimension, do not match the env.
+        ValueError: the agent's observation keys or dimensions, or action dimension, do not match the env, or
+            ``env`` names no registered env.
+        FileNotFoundError: ``env`` looks like a Minari id but no such dataset is local.
     """
     if episodes < 1 or num_envs < 1 or vectorization not in ("sync", "async"):
         raise ValueError(f"need episodes >= 1, num_envs >= 1, vectorization 'sync' or 'async'; got {episodes}, "
                          f"{num_envs}, {vectorization!r}")
+    if isinstance(agent, (str, os.PathLike)):  # a saved folder or Hub id, as the CLI takes
+        agent = AlignIQLAgent.from_pretrained(agent)
     if "generator" in act_overrides:
         raise TypeError("evaluate() seeds one generator per episode from `seed`; do not pass `generator`")
     if record_video is not None:
@@ -259,7 +264,15 @@ def _resolve_name(name: str) -> tuple[Any, str | None, tuple[float, float] | Non
             gym.register_envs(gymnasium_robotics)
         except ImportError:
             pass
-    return gym.spec(name), None, None
+    try:
+        return gym.spec(name), None, None
+    except gym.error.Error as e:
+        ids = {i.lower(): i for i in gym.registry}
+        close = [ids[m] for m in difflib.get_close_matches(name.lower(), ids, n=3, cutoff=0.6)]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{name!r} is not a registered Gymnasium env ({e}){hint} Pass a Gymnasium id "
+                         "(Hopper-v5) or a local Minari dataset id (mujoco/hopper/medium-v0); D4RL names such as "
+                         "hopper-medium-v2 are dataset names, not envs") from None
 
 
 def _dataset_env(dataset_id: str) -> tuple[Any, str, tuple[float, float] | None]:
@@ -270,7 +283,8 @@ def _dataset_env(dataset_id: str) -> tuple[Any, str, tuple[float, float] | None]
     except FileNotFoundError as e:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         raise FileNotFoundError(f"{dataset_id!r} is neither a registered Gymnasium env nor a Minari dataset under "
-                                f"MINARI_DATASETS_PATH={root}; get it with `minari download {dataset_id}`") from e
+                                f"MINARI_DATASETS_PATH={root}: point MINARI_DATASETS_PATH at the folder that holds "
+                                f"it, or, if it is published, `minari download {dataset_id}`") from e
     probe = dataset.recover_environment(eval_env=True)  # the spec with the dataset's eval kwargs (maze maps)
     spec = probe.spec
     probe.close()

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
@@ -81,7 +82,11 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as e:  # its message names no file
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt: save or "
+                         "download it again") from e
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None = None,

@@ -228,6 +228,32 @@ def test_cli_on_a_saved_agent(tmp_path, capsys):
     assert isinstance(aligniql.evaluate(make_agent(), "Hopper-v5", episodes=1, max_episode_steps=2), EvalResult)
 
 
+def test_cli_errors_are_one_line_with_what_to_do(tmp_path, capsys):
+    folder = make_agent(env_id="Hopper-v5").save_pretrained(tmp_path / "agent")
+    from aligniql.evaluate import main
+
+    cases = [(["--env", "Walker2d-v5"], "flat observations of shape (11,)"),
+             (["--env", "hopper-medium-v2"], "did you mean Hopper-v"),
+             (["--env", "HalfCheetah"], "did you mean HalfCheetah-v"),
+             (["--env", "nowhere/hopper/medium-v0"], "point MINARI_DATASETS_PATH at the folder")]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main([str(folder), "--episodes", "1", *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, extra
+    (folder / "model.safetensors").write_bytes(b"\x00" * 4)  # truncated
+    with pytest.raises(SystemExit):
+        main([str(folder)])
+    assert "model.safetensors is not a readable safetensors file" in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_saved_folder(tmp_path):
+    folder = make_agent(env_id="Hopper-v5").save_pretrained(tmp_path / "agent")
+    from_folder = evaluate(str(folder), "Hopper-v5", episodes=2, max_episode_steps=4)
+    same_episodes(from_folder, evaluate(AlignIQLAgent.from_pretrained(folder), "Hopper-v5", episodes=2,
+                                        max_episode_steps=4))
+
+
 def _rendering_error() -> str | None:
     try:
         env = gym.make("PointMaze_UMaze-v3", render_mode="rgb_array")

@@ -66,6 +66,8 @@ def test_arguments_and_presets():
     (["--expectile", "1.5"], r"--expectile must be in \(0, 1\)"), (["--discount", "0"], "--discount"),
     (["--steps", "0"], "--steps must be >= 1"), (["--holdout", "1"], "--holdout"), (["--eta", "nan"], "--eta"),
     (["--temperature", "-1"], "--temperature"), (["--num-samples", "0"], "--num-samples"),
+    (["--device", "tpu"], "--device: device must be"), (["--repo-id", "a b"], "is not a Hub repo id"),
+    *([(["--device", "cuda"], "--device: .*CUDA is not available")] if not torch.cuda.is_available() else []),
 ])
 def test_out_of_range_arguments_fail_before_the_dataset_loads(flags, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -162,6 +164,8 @@ def test_interrupt_then_resume_matches_uninterrupted_run(box_dataset, tmp_path, 
 
     with pytest.raises(SystemExit, match="differ"):
         run(*common[:-1], "2", "--output-dir", str(part), "--resume")  # another seed
+    with pytest.raises(SystemExit, match="cannot be lengthened"):
+        run("--dataset", BOX_ID, "--steps", "16", *common[4:], "--output-dir", str(part), "--resume")
     with pytest.raises(SystemExit, match="already holds a training run"):
         run(*common, "--output-dir", str(part))  # no silent overwrite of a run
     with pytest.raises(SystemExit, match="nothing to resume"):

@@ -134,8 +134,10 @@ def check_resume_args(output_dir: str | Path, args: dict[str, Any], may_change: 
     saved = {**(legacy or {}), **json.loads(saved_path.read_text())["args"]}
     diff = {k: (saved.get(k), v) for k, v in args.items() if k not in may_change and saved.get(k) != v}
     if diff:
+        why = (" (--steps also sets where the cosine learning-rate schedule reaches 0, so a run cannot be "
+               "lengthened: start a new one)") if "steps" in diff else ""
         raise SystemExit(f"--resume: these arguments differ from the run in {output_dir} (saved, now): {diff}; "
-                         "rerun the original command with --resume")
+                         f"rerun the original command with --resume{why}")
 
 
 class StopOnInterrupt:

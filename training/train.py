@@ -140,6 +140,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(message)
     if problem := repo_id_problem(a.repo_id):  # before hours of training, not at the push
         parser.error(problem)
+    try:
+        resolve_device(a.device)
+    except (ValueError, RuntimeError) as e:
+        parser.error(f"--device: {e}")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
