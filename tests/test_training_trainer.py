@@ -34,11 +34,17 @@ def make_trainer(steps: int = 20, seed: int = 0, **config) -> Trainer:
 def test_expectile_and_value_losses():
     u = torch.tensor([-2.0, 1.0])
     torch.testing.assert_close(losses.expectile_loss(u, 0.7), torch.tensor([0.3 * 4, 0.7 * 1]))
-    q, v = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0], requires_grad=True)
-    assert losses.value_loss(q, v, 0.9).item() == pytest.approx((0.9 + 0.1) / 2)
-    q1, q2, y = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0])
-    assert losses.q_loss(q1, q2, y).item() == pytest.approx(1.0)
+    # asymmetric: Q above V weighs tau (0.9), so a loss on v - q (weight 0.1) would fail
+    assert losses.value_loss(torch.tensor([1.0]), torch.tensor([0.0], requires_grad=True), 0.9).item() == \
+        pytest.approx(0.9)
+    assert losses.value_loss(torch.tensor([0.0]), torch.tensor([2.0], requires_grad=True), 0.9).item() == \
+        pytest.approx(0.1 * 4)
+    # twin errors -1 and +2 (q1 alone would give 0.5 or 1, the sum over the twin 5)
+    q1, q2, y = torch.tensor([1.0, 2.0]), torch.tensor([4.0, 2.0]), torch.tensor([2.0, 2.0])
+    assert losses.q_loss(q1, q2, y).item() == pytest.approx(0.5 * (1 + 4 + 0 + 0) / 2)
     assert losses.td_target(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([5.0]), 0.99).item() == 1.0
+    # a live transition: 1 + 0.5 * 1 * 5 (without the discount it would be 6)
+    assert losses.td_target(torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([5.0]), 0.5).item() == 3.5
     assert losses.denoising_loss(torch.ones(4, 3), torch.zeros(4, 3)).item() == 3.0
 
 
@@ -54,13 +60,18 @@ def test_policy_weights_and_log_prob():
 def test_multiplier_losses_match_formula_and_reach_only_their_net():
     alpha = torch.tensor([0.1, -0.2], requires_grad=True)
     beta = torch.tensor([-0.5, 0.3], requires_grad=True)
+    alpha_old, beta_old = torch.tensor([0.4, 0.7]), torch.tensor([0.2, -0.9])  # distinct: a mix-up shows
     q, v = torch.tensor([2.0, 1.0]), torch.tensor([1.5, 0.5])
-    l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha, beta, q, v)
+    l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha_old, beta_old, q, v)
     a, b = alpha.detach(), beta.detach()
-    assert l_alpha.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + a.mean()).item())
-    assert l_beta.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + (v * b).mean()).item())
+    assert l_alpha.item() == pytest.approx((torch.exp(-a - beta_old * q - 1).mean() + a.mean()).item())
+    assert l_beta.item() == pytest.approx((torch.exp(-alpha_old - b * q - 1).mean() + (v * b).mean()).item())
     l_alpha.backward()
     assert alpha.grad is not None and beta.grad is None
+    l_beta.backward()
+    assert beta.grad is not None
+    # d L_beta / d beta = mean(-q exp(-alpha_old - beta q - 1)) + mean(v), per element / B
+    torch.testing.assert_close(beta.grad, (-q * torch.exp(-alpha_old - b * q - 1) + v) / 2)
 
 
 def test_update_trains_online_nets_and_averages_into_agent():
