@@ -197,20 +197,41 @@ def test_update_critic_alone_leaves_the_denoiser():
 
 def test_validation_losses_are_fixed_and_leave_the_training_rng_alone():
     torch.manual_seed(0)
-    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY)))
+    # discount 0.5 and expectile 0.9 so that a wrong constant shows; statistics that are not the identity
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, discount=0.5, expectile=0.9, **TINY))
+    mean, std = torch.linspace(-0.5, 0.5, 11), torch.linspace(0.5, 2.0, 11)
+    agent.set_normalization(mean.numpy(), std.numpy())
     held = random_data(50)
-    trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32), validation=held)
+    # large Polyak and EMA rates: after two steps the acting nets differ clearly from the online ones
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32, polyak=0.5, ema_rate=0.5),
+                      validation=held)
+    for _ in range(2):
+        trainer.train_step()
     rng = torch.get_rng_state()
     first = trainer.validation_losses()
     assert set(first) == {"val/bc", "val/value", "val/q"} and all(torch.isfinite(v) for v in first.values())
     assert torch.equal(torch.get_rng_state(), rng)
     assert trainer.validation_losses() == first  # same rows, noise and steps every time
-    # the critic's numbers are the losses of the acting (target) networks on the held-out rows
-    obs = agent.normalize_obs(held.obs)
+    # the stored rows, integer diffusion steps and noise are what val/bc is computed on
+    rows, t, noise = trainer.validation
+    assert torch.equal(rows.actions, held.actions) and noise.shape == held.actions.shape
+    assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) <= agent.config.num_diffusion_steps - 1
+    # independent formulas on the acting networks: EMA denoiser (no dropout), target twin Q, V
+    obs, next_obs = (held.obs - mean) / std, (held.next_obs - mean) / std
     with torch.no_grad():
+        alpha_bar = torch.tensor(agent.schedule.alpha_bars, dtype=torch.float32)[t].unsqueeze(-1)
+        noisy = alpha_bar.sqrt() * held.actions + (1 - alpha_bar).sqrt() * noise
+        eps = agent.denoiser.eval()(obs, noisy, t.float().unsqueeze(-1))
+        bc = (eps - noise).square().sum(-1).mean()
         q1, q2 = agent.critic.both(obs, held.actions)
-        y = losses.td_target(held.rewards, held.masks, agent.value(agent.normalize_obs(held.next_obs)), 0.99)
-    torch.testing.assert_close(first["val/q"], losses.q_loss(q1, q2, y))
+        v = agent.value(obs)
+        u = torch.minimum(q1, q2) - v
+        value = (torch.where(u < 0, 0.1, 0.9) * u.square()).mean()
+        y = held.rewards + 0.5 * held.masks * agent.value(next_obs)
+        q = 0.5 * ((q1 - y).square() + (q2 - y).square()).mean()
+    torch.testing.assert_close(first["val/bc"], bc)
+    torch.testing.assert_close(first["val/value"], value)
+    torch.testing.assert_close(first["val/q"], q)
     trainer.train_step()
     assert trainer.validation_losses() != first  # the networks moved
     assert Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32)).validation_losses() == {}
