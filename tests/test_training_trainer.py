@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -235,3 +236,35 @@ def test_validation_losses_are_fixed_and_leave_the_training_rng_alone():
     trainer.train_step()
     assert trainer.validation_losses() != first  # the networks moved
     assert Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32)).validation_losses() == {}
+
+
+def test_update_critic_matches_the_iql_formulas():
+    # one critic update, reference formulas written out: V by expectile regression on the target twin-min,
+    # both online heads towards r + discount * mask * V_new(s'), with discount 0.5 and expectile 0.9
+    torch.manual_seed(0)
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, discount=0.5, expectile=0.9, **TINY))
+    mean, std = torch.linspace(-0.5, 0.5, 11), torch.linspace(0.5, 2.0, 11)
+    agent.set_normalization(mean.numpy(), std.numpy())
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, polyak=0.3, critic_lr=1e-2))
+    for _ in range(3):  # so that the target twin differs from the online one
+        trainer.train_step()
+    target, online, value = (copy.deepcopy(m) for m in (agent.critic, trainer.critic, agent.value))
+    batch = trainer.sample_batch()
+    obs, next_obs = (batch.obs - mean) / std, (batch.next_obs - mean) / std
+    with torch.no_grad():
+        x = torch.cat([obs, batch.actions], -1)
+        assert not torch.allclose(torch.minimum(target.q1(x), target.q2(x)),
+                                  torch.minimum(online.q1(x), online.q2(x)))
+    logs = trainer.update_critic(batch)
+    with torch.no_grad():
+        u = torch.minimum(target.q1(x), target.q2(x)).squeeze(-1) - value(obs)
+        expected_value = ((0.9 - (u < 0).float()).abs() * u.square()).mean()
+        y = batch.rewards + 0.5 * batch.masks * agent.value(next_obs)  # V after this step's update
+        q1, q2 = online.q1(x).squeeze(-1), online.q2(x).squeeze(-1)
+        expected_q = 0.5 * ((q1 - y).square() + (q2 - y).square()).mean()
+    assert batch.masks.sum() > 0 and not torch.allclose(agent.value(next_obs), value(next_obs))
+    torch.testing.assert_close(logs["loss/value"], expected_value)
+    torch.testing.assert_close(logs["loss/q"], expected_q)
+    for head in ("q1", "q2"):
+        before, after = getattr(online, head).parameters(), getattr(trainer.critic, head).parameters()
+        assert any(not torch.equal(a, b) for a, b in zip(before, after)), head
