@@ -268,3 +268,28 @@ def test_update_critic_matches_the_iql_formulas():
     for head in ("q1", "q2"):
         before, after = getattr(online, head).parameters(), getattr(trainer.critic, head).parameters()
         assert any(not torch.equal(a, b) for a, b in zip(before, after)), head
+
+
+def test_training_and_sampling_feed_the_denoiser_the_same_raw_step_index(monkeypatch):
+    # ALGORITHM.md §12.2.4: the time features see the integer step 0..T-1 (cast to float, not t / T), in
+    # training exactly as in sampling; otherwise the trained denoiser is sampled at steps it never saw
+    from aligniql.networks import Denoiser
+
+    seen: list[torch.Tensor] = []
+    original = Denoiser.time_embedding
+
+    def recording(self, t):
+        seen.append(t.detach().clone())
+        return original(self, t)
+
+    monkeypatch.setattr(Denoiser, "time_embedding", recording)
+    trainer = make_trainer()
+    T = trainer.agent.config.num_diffusion_steps
+    trainer.train_step()
+    train_t = torch.cat([t.flatten() for t in seen])
+    assert train_t.numel() == 32 and train_t.is_floating_point()
+    assert torch.equal(train_t, train_t.round()) and train_t.min() >= 0 and train_t.max() <= T - 1
+    assert set(train_t.tolist()) == set(map(float, range(T)))  # 32 uniform draws from 5 steps hit all of them
+    seen.clear()
+    trainer.agent.act(torch.zeros(2, 11), generator=0)
+    assert seen and set(torch.cat([t.flatten() for t in seen]).tolist()) == set(map(float, range(T)))
