@@ -293,3 +293,29 @@ def test_training_and_sampling_feed_the_denoiser_the_same_raw_step_index(monkeyp
     seen.clear()
     trainer.agent.act(torch.zeros(2, 11), generator=0)
     assert seen and set(torch.cat([t.flatten() for t in seen]).tolist()) == set(map(float, range(T)))
+
+
+@pytest.mark.parametrize("rule", ["awr", "aligniql"])
+def test_gaussian_actor_uses_its_weights_and_climbs_the_weighted_log_likelihood(rule):
+    torch.manual_seed(0)
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, eta=2.5,
+                                                              use_gaussian_actor=True, **TINY)))
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, gaussian_weights=rule,
+                                                          awr_beta=2.0, actor_lr=1e-3, critic_lr=1e-2))
+    batch = trainer.sample_batch()
+    actor_before = copy.deepcopy(agent.actor)
+    logs = trainer.update(batch)
+    with torch.no_grad():  # the critic after this step's V, Q and Polyak updates, as the actor saw it
+        gap = agent.critic(batch.obs, batch.actions) - agent.value(batch.obs)
+        weights = {"awr": torch.exp(2.0 * gap).clamp(max=100.0), "aligniql": torch.exp(-2.5 * gap.square())}
+        assert abs(weights["awr"].mean() - weights["aligniql"].mean()) > 0.05  # the rules are told apart
+
+        def weighted_log_likelihood(actor):
+            mean, log_std = actor(batch.obs)
+            log_prob = torch.distributions.Normal(mean, log_std.exp()).log_prob(batch.actions).sum(-1)
+            return (weights[rule] * log_prob).mean()
+
+        before, after = weighted_log_likelihood(actor_before), weighted_log_likelihood(agent.actor)
+    torch.testing.assert_close(logs["actor/weight_mean"], weights[rule].mean())
+    torch.testing.assert_close(logs["loss/actor"], -before)
+    assert after > before  # a step of weighted regression makes the batch actions more likely, not less
