@@ -218,3 +218,13 @@ def test_cpu_passes_over_a_large_batch_choose_the_same_actions_as_one_pass(agent
     chunked = agent.act(obs, num_samples=8, selection=selection, generator=g())
     assert calls == [3, 3, 1]
     np.testing.assert_allclose(chunked, one_pass, atol=1e-6)
+
+
+def test_candidates_log_weights_follow_eta(agent):
+    obs = np.random.default_rng(3).normal(size=(2, 11))
+    cand = agent.candidates(obs, eta=2.5, extraction="aligniql", generator=0)
+    expected = -2.5 * (cand.q - cand.v.unsqueeze(-1)).square()
+    torch.testing.assert_close(cand.log_weights, expected, rtol=1e-6, atol=0)
+    default = agent.candidates(obs, extraction="aligniql", generator=0)  # config eta 1, same candidates
+    torch.testing.assert_close(default.log_weights, -(default.q - default.v.unsqueeze(-1)).square(), rtol=1e-6, atol=0)
+    assert torch.equal(default.q, cand.q)

@@ -212,3 +212,40 @@ def test_saved_files_follow_the_umask_not_private(saved):
     os.umask(mask)
     for name in ("config.json", "model.safetensors"):
         assert stat.S_IMODE((path / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_revision_picks_its_snapshot_from_the_hf_cache(tmp_path):
+    a, b = tiny_agent(seed=0), tiny_agent(seed=1, action_low=(-2, -2, -2), action_high=(2, 2, 2))
+    commit_a, commit_b = "a" * 40, "b" * 40
+    repo = tmp_path / "hf-cache" / "models--org--x"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit_a)
+    a.save_pretrained(repo / "snapshots" / commit_a)
+    b.save_pretrained(repo / "snapshots" / commit_b)
+    def same_weights(x, y):
+        return all(torch.equal(v, y.state_dict()[k]) for k, v in x.state_dict().items())
+
+    assert not same_weights(a, b)
+    default = AlignIQLAgent.from_pretrained("org/x", cache_dir=tmp_path / "hf-cache")
+    pinned = AlignIQLAgent.from_pretrained("org/x", revision=commit_b, cache_dir=tmp_path / "hf-cache")
+    assert default.config == a.config and same_weights(default, a)
+    assert pinned.config == b.config and same_weights(pinned, b)
+
+
+def test_hub_arguments_reach_hf_hub_download(saved, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    _, path = saved
+    calls = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        return str(path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    AlignIQLAgent.from_pretrained("org/private", revision="v1.2", cache_dir=tmp_path / "c", token="hf_secret",
+                                  local_files_only=True)
+    assert [(r, f) for r, f, _ in calls] == [("org/private", "config.json"), ("org/private", "model.safetensors")]
+    for _, _, kwargs in calls:
+        assert kwargs["revision"] == "v1.2" and kwargs["token"] == "hf_secret"
+        assert kwargs["local_files_only"] is True and str(kwargs["cache_dir"]) == str(tmp_path / "c")

@@ -50,3 +50,10 @@ def test_softmax_sampling_frequencies_match_probabilities():
 def test_unknown_selection():
     with pytest.raises(ValueError, match="selection must be 'argmax' or 'softmax'"):
         select(Q, selection="topk")
+
+
+def test_aligniql_eta_scales_the_log_weight():
+    expected = -2.5 * (Q - V.reshape(-1, 1)) ** 2
+    assert torch.equal(aligniql_log_weights(Q, V, eta=2.5), expected)
+    assert torch.equal(aligniql_log_weights(Q, V.reshape(-1, 1), 2.5), expected)
+    assert not torch.equal(aligniql_log_weights(Q, V, eta=2.5), aligniql_log_weights(Q, V))

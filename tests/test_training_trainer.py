@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -34,11 +35,17 @@ def make_trainer(steps: int = 20, seed: int = 0, **config) -> Trainer:
 def test_expectile_and_value_losses():
     u = torch.tensor([-2.0, 1.0])
     torch.testing.assert_close(losses.expectile_loss(u, 0.7), torch.tensor([0.3 * 4, 0.7 * 1]))
-    q, v = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0], requires_grad=True)
-    assert losses.value_loss(q, v, 0.9).item() == pytest.approx((0.9 + 0.1) / 2)
-    q1, q2, y = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0])
-    assert losses.q_loss(q1, q2, y).item() == pytest.approx(1.0)
+    # asymmetric: Q above V weighs tau (0.9), so a loss on v - q (weight 0.1) would fail
+    assert losses.value_loss(torch.tensor([1.0]), torch.tensor([0.0], requires_grad=True), 0.9).item() == \
+        pytest.approx(0.9)
+    assert losses.value_loss(torch.tensor([0.0]), torch.tensor([2.0], requires_grad=True), 0.9).item() == \
+        pytest.approx(0.1 * 4)
+    # twin errors -1 and +2 (q1 alone would give 0.5 or 1, the sum over the twin 5)
+    q1, q2, y = torch.tensor([1.0, 2.0]), torch.tensor([4.0, 2.0]), torch.tensor([2.0, 2.0])
+    assert losses.q_loss(q1, q2, y).item() == pytest.approx(0.5 * (1 + 4 + 0 + 0) / 2)
     assert losses.td_target(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([5.0]), 0.99).item() == 1.0
+    # a live transition: 1 + 0.5 * 1 * 5 (without the discount it would be 6)
+    assert losses.td_target(torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([5.0]), 0.5).item() == 3.5
     assert losses.denoising_loss(torch.ones(4, 3), torch.zeros(4, 3)).item() == 3.0
 
 
@@ -54,13 +61,18 @@ def test_policy_weights_and_log_prob():
 def test_multiplier_losses_match_formula_and_reach_only_their_net():
     alpha = torch.tensor([0.1, -0.2], requires_grad=True)
     beta = torch.tensor([-0.5, 0.3], requires_grad=True)
+    alpha_old, beta_old = torch.tensor([0.4, 0.7]), torch.tensor([0.2, -0.9])  # distinct: a mix-up shows
     q, v = torch.tensor([2.0, 1.0]), torch.tensor([1.5, 0.5])
-    l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha, beta, q, v)
+    l_alpha, l_beta = losses.multiplier_losses(alpha, beta, alpha_old, beta_old, q, v)
     a, b = alpha.detach(), beta.detach()
-    assert l_alpha.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + a.mean()).item())
-    assert l_beta.item() == pytest.approx((torch.exp(-a - b * q - 1).mean() + (v * b).mean()).item())
+    assert l_alpha.item() == pytest.approx((torch.exp(-a - beta_old * q - 1).mean() + a.mean()).item())
+    assert l_beta.item() == pytest.approx((torch.exp(-alpha_old - b * q - 1).mean() + (v * b).mean()).item())
     l_alpha.backward()
     assert alpha.grad is not None and beta.grad is None
+    l_beta.backward()
+    assert beta.grad is not None
+    # d L_beta / d beta = mean(-q exp(-alpha_old - beta q - 1)) + mean(v), per element / B
+    torch.testing.assert_close(beta.grad, (-q * torch.exp(-alpha_old - b * q - 1) + v) / 2)
 
 
 def test_update_trains_online_nets_and_averages_into_agent():
@@ -186,20 +198,124 @@ def test_update_critic_alone_leaves_the_denoiser():
 
 def test_validation_losses_are_fixed_and_leave_the_training_rng_alone():
     torch.manual_seed(0)
-    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY)))
+    # discount 0.5 and expectile 0.9 so that a wrong constant shows; statistics that are not the identity
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, discount=0.5, expectile=0.9, **TINY))
+    mean, std = torch.linspace(-0.5, 0.5, 11), torch.linspace(0.5, 2.0, 11)
+    agent.set_normalization(mean.numpy(), std.numpy())
     held = random_data(50)
-    trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32), validation=held)
+    # large Polyak and EMA rates: after two steps the acting nets differ clearly from the online ones
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32, polyak=0.5, ema_rate=0.5),
+                      validation=held)
+    for _ in range(2):
+        trainer.train_step()
     rng = torch.get_rng_state()
     first = trainer.validation_losses()
     assert set(first) == {"val/bc", "val/value", "val/q"} and all(torch.isfinite(v) for v in first.values())
     assert torch.equal(torch.get_rng_state(), rng)
     assert trainer.validation_losses() == first  # same rows, noise and steps every time
-    # the critic's numbers are the losses of the acting (target) networks on the held-out rows
-    obs = agent.normalize_obs(held.obs)
+    # the stored rows, integer diffusion steps and noise are what val/bc is computed on
+    rows, t, noise = trainer.validation
+    assert torch.equal(rows.actions, held.actions) and noise.shape == held.actions.shape
+    assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) <= agent.config.num_diffusion_steps - 1
+    # independent formulas on the acting networks: EMA denoiser (no dropout), target twin Q, V
+    obs, next_obs = (held.obs - mean) / std, (held.next_obs - mean) / std
     with torch.no_grad():
+        alpha_bar = torch.tensor(agent.schedule.alpha_bars, dtype=torch.float32)[t].unsqueeze(-1)
+        noisy = alpha_bar.sqrt() * held.actions + (1 - alpha_bar).sqrt() * noise
+        eps = agent.denoiser.eval()(obs, noisy, t.float().unsqueeze(-1))
+        bc = (eps - noise).square().sum(-1).mean()
         q1, q2 = agent.critic.both(obs, held.actions)
-        y = losses.td_target(held.rewards, held.masks, agent.value(agent.normalize_obs(held.next_obs)), 0.99)
-    torch.testing.assert_close(first["val/q"], losses.q_loss(q1, q2, y))
+        v = agent.value(obs)
+        u = torch.minimum(q1, q2) - v
+        value = (torch.where(u < 0, 0.1, 0.9) * u.square()).mean()
+        y = held.rewards + 0.5 * held.masks * agent.value(next_obs)
+        q = 0.5 * ((q1 - y).square() + (q2 - y).square()).mean()
+    torch.testing.assert_close(first["val/bc"], bc)
+    torch.testing.assert_close(first["val/value"], value)
+    torch.testing.assert_close(first["val/q"], q)
     trainer.train_step()
     assert trainer.validation_losses() != first  # the networks moved
     assert Trainer(agent, random_data(), TrainerConfig(steps=5, batch_size=32)).validation_losses() == {}
+
+
+def test_update_critic_matches_the_iql_formulas():
+    # one critic update, reference formulas written out: V by expectile regression on the target twin-min,
+    # both online heads towards r + discount * mask * V_new(s'), with discount 0.5 and expectile 0.9
+    torch.manual_seed(0)
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, discount=0.5, expectile=0.9, **TINY))
+    mean, std = torch.linspace(-0.5, 0.5, 11), torch.linspace(0.5, 2.0, 11)
+    agent.set_normalization(mean.numpy(), std.numpy())
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, polyak=0.3, critic_lr=1e-2))
+    for _ in range(3):  # so that the target twin differs from the online one
+        trainer.train_step()
+    target, online, value = (copy.deepcopy(m) for m in (agent.critic, trainer.critic, agent.value))
+    batch = trainer.sample_batch()
+    obs, next_obs = (batch.obs - mean) / std, (batch.next_obs - mean) / std
+    with torch.no_grad():
+        x = torch.cat([obs, batch.actions], -1)
+        assert not torch.allclose(torch.minimum(target.q1(x), target.q2(x)),
+                                  torch.minimum(online.q1(x), online.q2(x)))
+    logs = trainer.update_critic(batch)
+    with torch.no_grad():
+        u = torch.minimum(target.q1(x), target.q2(x)).squeeze(-1) - value(obs)
+        expected_value = ((0.9 - (u < 0).float()).abs() * u.square()).mean()
+        y = batch.rewards + 0.5 * batch.masks * agent.value(next_obs)  # V after this step's update
+        q1, q2 = online.q1(x).squeeze(-1), online.q2(x).squeeze(-1)
+        expected_q = 0.5 * ((q1 - y).square() + (q2 - y).square()).mean()
+    assert batch.masks.sum() > 0 and not torch.allclose(agent.value(next_obs), value(next_obs))
+    torch.testing.assert_close(logs["loss/value"], expected_value)
+    torch.testing.assert_close(logs["loss/q"], expected_q)
+    for head in ("q1", "q2"):
+        before, after = getattr(online, head).parameters(), getattr(trainer.critic, head).parameters()
+        assert any(not torch.equal(a, b) for a, b in zip(before, after)), head
+
+
+def test_training_and_sampling_feed_the_denoiser_the_same_raw_step_index(monkeypatch):
+    # ALGORITHM.md §12.2.4: the time features see the integer step 0..T-1 (cast to float, not t / T), in
+    # training exactly as in sampling; otherwise the trained denoiser is sampled at steps it never saw
+    from aligniql.networks import Denoiser
+
+    seen: list[torch.Tensor] = []
+    original = Denoiser.time_embedding
+
+    def recording(self, t):
+        seen.append(t.detach().clone())
+        return original(self, t)
+
+    monkeypatch.setattr(Denoiser, "time_embedding", recording)
+    trainer = make_trainer()
+    T = trainer.agent.config.num_diffusion_steps
+    trainer.train_step()
+    train_t = torch.cat([t.flatten() for t in seen])
+    assert train_t.numel() == 32 and train_t.is_floating_point()
+    assert torch.equal(train_t, train_t.round()) and train_t.min() >= 0 and train_t.max() <= T - 1
+    assert set(train_t.tolist()) == set(map(float, range(T)))  # 32 uniform draws from 5 steps hit all of them
+    seen.clear()
+    trainer.agent.act(torch.zeros(2, 11), generator=0)
+    assert seen and set(torch.cat([t.flatten() for t in seen]).tolist()) == set(map(float, range(T)))
+
+
+@pytest.mark.parametrize("rule", ["awr", "aligniql"])
+def test_gaussian_actor_uses_its_weights_and_climbs_the_weighted_log_likelihood(rule):
+    torch.manual_seed(0)
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, eta=2.5,
+                                                              use_gaussian_actor=True, **TINY)))
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, gaussian_weights=rule,
+                                                          awr_beta=2.0, actor_lr=1e-3, critic_lr=1e-2))
+    batch = trainer.sample_batch()
+    actor_before = copy.deepcopy(agent.actor)
+    logs = trainer.update(batch)
+    with torch.no_grad():  # the critic after this step's V, Q and Polyak updates, as the actor saw it
+        gap = agent.critic(batch.obs, batch.actions) - agent.value(batch.obs)
+        weights = {"awr": torch.exp(2.0 * gap).clamp(max=100.0), "aligniql": torch.exp(-2.5 * gap.square())}
+        assert abs(weights["awr"].mean() - weights["aligniql"].mean()) > 0.05  # the rules are told apart
+
+        def weighted_log_likelihood(actor):
+            mean, log_std = actor(batch.obs)
+            log_prob = torch.distributions.Normal(mean, log_std.exp()).log_prob(batch.actions).sum(-1)
+            return (weights[rule] * log_prob).mean()
+
+        before, after = weighted_log_likelihood(actor_before), weighted_log_likelihood(agent.actor)
+    torch.testing.assert_close(logs["actor/weight_mean"], weights[rule].mean())
+    torch.testing.assert_close(logs["loss/actor"], -before)
+    assert after > before  # a step of weighted regression makes the batch actions more likely, not less
