@@ -16,7 +16,7 @@ Selection = Literal["argmax", "softmax"]
 EXTRACTIONS: tuple[str, ...] = get_args(Extraction)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
 EXPECTILE_ARGMAX = ("extraction='idql_expectile' gives every candidate with Q > V the same weight, so its argmax is "
-                    "just the first such candidate (the official AlignIQL code's bug, ALGORITHM.md §5.3); use "
+                    "just the first such candidate (a bug of the official AlignIQL evaluation code); use "
                     "selection='softmax' (IDQL samples p = w / sum w at temperature 1), or extraction='idql' for "
                     "the greedy argmax of Q")
 REWARD_TRANSFORMS: tuple[str, ...] = ("none", "locomotion", "antmaze")
