@@ -72,7 +72,8 @@ class EvalResult:
         if self.video_path:
             rows.append(("video", self.video_path))
         where = f"{self.dataset_id} (env {self.env_id})" if self.dataset_id else self.env_id or "an unnamed env"
-        header = (f"evaluation on {where}: {self.episodes} episodes, seeds {self.seed}..{self.seed + self.episodes - 1}"
+        seeds = f"seed {self.seed}" if self.episodes == 1 else f"seeds {self.seed}..{self.seed + self.episodes - 1}"
+        header = (f"evaluation on {where}: {self.episodes} episode{'s' * (self.episodes > 1)}, {seeds}"
                   f", {self.num_envs} env{'s' * (self.num_envs > 1)}")
         lines = [header]
         lines += [f"  {name:<17} {value}" for name, value in rows]

@@ -221,6 +221,7 @@ def test_cli_on_a_saved_agent(tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["episodes"] == 2
     assert main([str(folder), "--episodes", "1", "--max-episode-steps", "3", "--extraction", "idql",
                  "--selection", "softmax", "--temperature", "0.01", "--eta", "2", "--precision", "bf16"]) == 0
+    assert "Hopper-v5: 1 episode, seed 0, 1 env\n" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(folder), "--extraction", "awr"])
     assert "invalid choice: 'awr'" in capsys.readouterr().err
