@@ -16,6 +16,34 @@ from torch.utils.flop_counter import FlopCounterMode
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def seed_stats(scores: list[float]) -> dict:
+    """Mean and *sample* standard deviation (ddof 1) over seeds; std 0 for a single seed."""
+    mean = statistics.fmean(scores)
+    return {"mean": mean, "std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
+            "std_ddof": 1}
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_sha() -> str | None:
+    """The commit the benchmark ran at (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=RESULTS.parent.parent, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:

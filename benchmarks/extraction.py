@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
+from benchmarks.common import RESULTS, file_sha256, machine, seed_stats, write_json  # noqa: E402
 from benchmarks.quality import DATASETS, EVAL_SEED, VARIANTS, metric_name, score_of  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def summarize(dataset: str, per_seed: dict, grid: dict, episodes: int) -> dict:
     for name in grid:
         scores = [s[name]["score"] for s in per_seed.values() if name in s]
         if scores:
-            table[name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "seeds": len(scores)}
+            table[name] = seed_stats(scores)
     return {"dataset": dataset, "episodes": episodes, "eval_seed": EVAL_SEED,
             "metric": metric_name(dataset),
             "settings": grid, "table": table, "per_seed": per_seed, "machine": machine()}
@@ -145,7 +145,12 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             agent = AlignIQLAgent.from_pretrained(run, device=args.device)
             defaults = {k: getattr(agent.config, k) for k in ACT_DEFAULTS}
+            weights = file_sha256(run / "model.safetensors")
             done = per_seed.setdefault(str(seed), {})
+            if done.get("model_sha256", weights) != weights:  # retrained since: every score of the seed is stale
+                print(f"  {dataset} seed {seed}: the checkpoint changed, evaluating it again", flush=True)
+                done.clear()
+            done["model_sha256"] = weights
             diag_rules = done.get("diagnostics", {}).get("rules", {}).values()
             measured = {float(t) for r in diag_rules for t in r["softmax_ess"]}
             if not set(args.temperatures) <= measured:
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                 done[name] = res
                 print(f"  {dataset} seed {seed} {name:34} score {res['score']:7.2f}", flush=True)
                 write_json(path.name, summarize(dataset, per_seed, every, args.episodes))  # nothing lost if stopped
+        write_json(path.name, summarize(dataset, per_seed, every, args.episodes))
         for name, row in summarize(dataset, per_seed, every, args.episodes)["table"].items():
             print(f"{dataset:32} {name:34} {row['mean']:7.2f} ± {row['std']:5.2f} ({row['seeds']} seeds)")
 

@@ -6,7 +6,8 @@
 
 For each dataset and seed: one AlignIQL training run (with the AlignIQL-hard multipliers and a Gaussian
 weighted-regression actor, so every variant comes from the same checkpoint), its learning curve (AlignIQL,
-evaluated every --eval-every steps), then a final evaluation of each extraction rule; and d3rlpy's IQL trained
+evaluated every --eval-every steps on the same episode seeds as d3rlpy's curve; runs before that flag used
+the training seed's episodes), then a final evaluation of each extraction rule; and d3rlpy's IQL trained
 on the same transitions with the same budget and evaluated by the same ``aligniql.evaluate`` (same episode
 seeds, same reference scores). Writes benchmarks/results/quality_<dataset>.json and .png.
 """
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
+from benchmarks.common import RESULTS, machine, seed_stats, write_json  # noqa: E402
 
 # name -> act() overrides evaluated on the final checkpoint
 VARIANTS = {
@@ -57,10 +59,14 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     argv = ["--dataset", dataset, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
             "--seed", str(seed), "--multipliers", "--gaussian-actor", "awr", "--eval-every", str(args.eval_every),
             "--eval-episodes", str(args.curve_episodes), "--output-dir", str(out), "--device", args.device,
-            "--save-every", str(args.eval_every)]
+            "--save-every", str(args.eval_every), "--eval-seed", str(EVAL_SEED)]
+    if args.retrain and out.exists():  # kept, not deleted: it may be the only copy of an earlier result
+        aside = out.with_name(f"{out.name}.before-retrain-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.rename(aside)
+        print(f"  --retrain: moved the previous run to {aside}", flush=True)
     if (out / "training_state").exists():
         argv.append("--resume")  # an interrupted benchmark picks up where it stopped
-    if not (out / "results.json").exists() or args.retrain:
+    if not (out / "results.json").exists():
         train_main(argv)
     curve = []
     for line in (out / "metrics.jsonl").read_text().splitlines():
@@ -110,7 +116,7 @@ def summarize(dataset: str, per_seed: dict, args: argparse.Namespace) -> dict:
         scores = [(s["ours"]["final"][m] if m in VARIANTS else s["d3rlpy"]["final"])["score"]
                   for s in per_seed.values() if (m in VARIANTS or "d3rlpy" in s)]
         if scores:
-            table[m] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "seeds": len(scores)}
+            table[m] = seed_stats(scores)
     return {"dataset": dataset, "steps": args.steps, "batch_size": args.batch_size, "episodes": args.episodes,
             "metric": metric_name(dataset),
             "table": table, "per_seed": per_seed, "machine": machine()}
@@ -132,7 +138,9 @@ def plot(summary: dict, path: Path) -> None:
         scores = np.array([[c["score"] for c in cur[:n]] for cur in curves])
         seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
         ax.plot(steps, scores.mean(0), marker="o", label=f"{label} ({seeds})")
-        ax.fill_between(steps, scores.mean(0) - scores.std(0), scores.mean(0) + scores.std(0), alpha=0.2)
+        if len(curves) > 1:  # sample std over seeds, as in the tables
+            std = scores.std(0, ddof=1)
+            ax.fill_between(steps, scores.mean(0) - std, scores.mean(0) + std, alpha=0.2)
     ax.set_xlabel("gradient steps")
     ax.set_ylabel(summary["metric"])
     ax.set_title(f"{summary['dataset']} (batch {summary['batch_size']})")

@@ -35,7 +35,7 @@ def summary_table(runs: list[dict]) -> list[str]:
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
     per = ", ".join(f"{q['dataset'].removeprefix('bench/')} {n}" for q, n in zip(runs, counts))
-    spread = " (mean ± std over seeds)." if max(counts, default=0) > 1 else "."
+    spread = " (mean ± sample std over seeds)." if max(counts, default=0) > 1 else "."
     return out + ["", f"Seeds per dataset: {per}{spread}", ""]
 
 
@@ -47,10 +47,27 @@ def quality() -> list[str]:
     budgets = sorted({f"{q['steps']} gradient steps at batch {q['batch_size']}, {q['episodes']} final evaluation "
                       f"episodes per seed and method" for q in runs})
     return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate for PointMaze).", "",
-            *summary_table(runs),
+            *summary_table(runs), *provenance(runs),
             "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
             + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](benchmarks/results/{path.stem}.png)"
                         for path, q in zip(paths, runs)) + ".", ""]
+
+
+def provenance(runs: list[dict]) -> list[str]:
+    """Which seeds were trained with the 5 % hold-out (and the code since), which on all transitions before it."""
+    held, full = [], []
+    for q in runs:
+        seeds = {k: v.get("ours", {}) for k, v in q.get("per_seed", {}).items()}
+        name = q["dataset"].removeprefix("bench/")
+        if with_h := sorted(k for k, o in seeds.items() if o.get("held_out")):
+            held.append(f"{name} {', '.join(with_h)}")
+        if without := sorted(k for k, o in seeds.items() if not o.get("held_out")):
+            full.append(f"{name} {', '.join(without)}")
+    if not held or not full:
+        return []
+    return [f"Seeds trained with the 5 % hold-out and the current initialisation: {'; '.join(held)}. Seeds trained "
+            f"on all transitions by earlier code: {'; '.join(full)} (each seed's `git_sha` is in its JSON; d3rlpy's "
+            "IQL always trains on all transitions).", ""]
 
 
 def extraction() -> list[str]:
@@ -101,18 +118,24 @@ def speed() -> list[str]:
     s = load("speed_cpu.json")
     if s is None:
         return []
-    peak = s["matmul_peak_gflops"]
+    peak, peak_bf16 = s["matmul_peak_gflops"], s.get("matmul_peak_bf16_gflops")
+    peaks = f"fp32 {peak:.0f}" + (f", bf16 {peak_bf16:.0f}" if peak_bf16 else "")
+    commit = f", commit {s['git_sha'][:7]}" if s.get("git_sha") else ""
     out = [f"Training steps/s on {s['machine']['cpu']} ({s['machine']['cores']} cores, torch "
-           f"{s['machine']['torch']}, {s['machine']['date']}; measured fp32 matmul peak {peak:.0f} GFLOP/s):", "",
-           "| step | batch | steps/s | vs d3rlpy IQL | GFLOP/step | % of fp32 peak | peak RSS MB |",
+           f"{s['machine']['torch']}, {s['machine']['date']}{commit}; measured matmul peak {peaks} GFLOP/s; "
+           "the bf16 rows against the bf16 peak):", "",
+           "| step | batch | steps/s | vs d3rlpy IQL | GFLOP/step | % of peak | peak RSS MB |",
            "|---|---|---|---|---|---|---|"]
     names = {"full": "AlignIQL full (diffusion BC + critic), fp32", "full-bf16": "AlignIQL full, bf16 denoiser",
-             "critic": "IQL critic only (V + twin Q + Polyak)", "d3rlpy": "d3rlpy IQL (V + Q + AWR actor)"}
+             "critic": "IQL critic only (V + twin Q + Polyak)",
+             "critic-awr": "IQL critic + AWR Gaussian actor (d3rlpy's work)",
+             "d3rlpy": "d3rlpy IQL (V + Q + AWR actor)"}
     for row in s["rows"]:
         ref = next(r["steps_per_s"] for r in s["rows"]
                    if r["kind"] == "d3rlpy" and r["batch_size"] == row["batch_size"])
         gf = f"{row['gflop_per_step']:.2f}" if "gflop_per_step" in row else "–"
-        frac = f"{100 * row['achieved_gflops'] / peak:.0f}%" if "achieved_gflops" in row else "–"
+        own = peak_bf16 if row["kind"] == "full-bf16" and peak_bf16 else peak
+        frac = f"{100 * row['achieved_gflops'] / own:.0f}%" if "achieved_gflops" in row else "–"
         out.append(f"| {names[row['kind']]} | {row['batch_size']} | {row['steps_per_s']:.1f} | "
                    f"{row['steps_per_s'] / ref:.2f}x | {gf} | {frac} | {row['peak_rss_mb']:.0f} |")
     if "conversion_1m" in s:

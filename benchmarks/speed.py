@@ -1,5 +1,6 @@
-"""Training speed: full AlignIQL steps/s (diffusion BC + critic) and critic-only steps/s at batch 256 and 512,
-with d3rlpy's IQL update measured in the same run as the reference; peak memory; FLOPs per step and the
+"""Training speed: full AlignIQL steps/s (diffusion BC + critic), critic-only steps/s and critic + AWR Gaussian
+actor steps/s (the work of d3rlpy's IQL step) at batch 256 and 512, with d3rlpy's IQL update measured in the same
+run as the reference; peak memory; FLOPs per step and the
 fraction of the machine's matmul peak; and the seconds to turn a 1M-transition Minari dataset into tensors.
 
     bash benchmarks/setup.sh      # once
@@ -24,7 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import count_flops, machine, matmul_peak, sync, write_json  # noqa: E402
+from benchmarks.common import count_flops, git_sha, machine, matmul_peak, sync, write_json  # noqa: E402
 
 OBS_DIM, ACT_DIM = 17, 6  # walker2d-shaped synthetic data, as the peer figures in issue 5
 
@@ -43,11 +44,18 @@ def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: 
     from training.trainer import Trainer, TrainerConfig
 
     torch.manual_seed(0)
-    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM))
+    agent = AlignIQLAgent(AlignIQLConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, use_gaussian_actor=kind == "critic-awr"))
     agent.set_normalization(torch.zeros(OBS_DIM), torch.ones(OBS_DIM))  # the synthetic data is standard normal
     trainer = Trainer(agent, synthetic(100_000, device),
                       TrainerConfig(steps=10**6, batch_size=batch, precision=precision), device=device)
-    step = trainer.train_step if kind == "full" else (lambda: trainer.update_critic(trainer.sample_batch()))
+
+    def critic_and_actor() -> dict:  # the work of d3rlpy's IQL step: V, twin Q, Polyak, AWR Gaussian actor
+        batch_ = trainer.sample_batch()
+        obs = agent.normalize_obs(batch_.obs)
+        return trainer.update_critic(batch_, obs=obs) | trainer.update_extras(obs, batch_.actions)
+
+    step = {"full": trainer.train_step, "critic": lambda: trainer.update_critic(trainer.sample_batch()),
+            "critic-awr": critic_and_actor}[kind]
     flops = count_flops(step)
     for _ in range(10):
         step()
@@ -150,20 +158,23 @@ def main() -> None:
     if args.one:
         return one(args)
     peak = matmul_peak(args.device, torch.float32)
+    # the bf16 rows against the bf16 peak (their fp32 critic part makes that a lower bound of their efficiency)
+    peak_bf16 = matmul_peak(args.device, torch.bfloat16)
     rows = []
     for batch in args.batch_sizes:
-        for kind in ["full", "full-bf16", "critic"] + ([] if args.skip_d3rlpy else ["d3rlpy"]):
+        for kind in ["full", "full-bf16", "critic", "critic-awr"] + ([] if args.skip_d3rlpy else ["d3rlpy"]):
             r = {"kind": kind, "batch_size": batch, **child(kind, batch, args)}
             if "achieved_gflops" in r:
-                r["peak_fraction"] = r["achieved_gflops"] * 1e9 / peak
+                r["peak_fraction"] = r["achieved_gflops"] * 1e9 / (peak_bf16 if kind == "full-bf16" else peak)
             rows.append(r)
             print(json.dumps(r), flush=True)
         by = {r["kind"]: r["steps_per_s"] for r in rows if r["batch_size"] == batch}
         if "d3rlpy" in by:
             print(f"batch {batch}: full {by['full']:.1f}/s (bf16 {by['full-bf16']:.1f}/s), "
-                  f"critic {by['critic']:.1f}/s, d3rlpy IQL {by['d3rlpy']:.1f}/s -> "
-                  f"critic/d3rlpy {by['critic'] / by['d3rlpy']:.2f}x", flush=True)
-    result = {"machine": machine(), "device": args.device, "matmul_peak_gflops": peak / 1e9, "rows": rows}
+                  f"critic {by['critic']:.1f}/s, critic + AWR actor {by['critic-awr']:.1f}/s, d3rlpy IQL "
+                  f"{by['d3rlpy']:.1f}/s -> (critic + actor)/d3rlpy {by['critic-awr'] / by['d3rlpy']:.2f}x", flush=True)
+    result = {"machine": machine(), "git_sha": git_sha(), "device": args.device, "matmul_peak_gflops": peak / 1e9,
+              "matmul_peak_bf16_gflops": peak_bf16 / 1e9, "rows": rows}
     if not args.skip_conversion:
         result["conversion_1m"] = child("convert", 0, args)
         print(json.dumps(result["conversion_1m"]), flush=True)

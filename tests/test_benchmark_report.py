@@ -24,7 +24,7 @@ def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_
     assert "| method | hopper/medium-v0 | pointmaze/medium-v0 (success %) |" in lines
     assert "| AlignIQL | 74.6 ± 3.2 | 70.0 |" in lines
     assert "| d3rlpy IQL | 81.5 ± 0.0 | – |" in lines  # a method not run on a dataset is marked, not dropped
-    assert "hopper/medium-v0 3, pointmaze/medium-v0 1 (mean ± std over seeds)" in text
+    assert "hopper/medium-v0 3, pointmaze/medium-v0 1 (mean ± sample std over seeds)" in text
     assert "30000 gradient steps at batch 256" in text
 
 

@@ -84,6 +84,7 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
                                                "results.json", "metrics.jsonl", "training_state"}
     assert [c["episodes"] for c in calls] == [2, 2] and calls[0]["env"] == BOX_ID  # step 3 and final
     assert calls[0]["num_envs"] == 2  # --eval-num-envs 10, capped at the episodes
+    assert [c["seed"] for c in calls] == [3, 3]  # --eval-seed defaults to --seed
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in lines if "loss/bc" in r]
     assert [r["step"] for r in losses] == [2, 4, 6]
@@ -207,6 +208,17 @@ def test_ctrl_c_after_the_last_step_keeps_the_state_and_resume_finishes(box_data
     metrics = (out / "metrics.jsonl").read_text()
     assert run(*common, "--resume") == 0  # a finished run: nothing to train, nothing evaluated twice
     assert (out / "metrics.jsonl").read_text() == metrics and len(calls) == 1
+
+
+def test_eval_seed_sets_the_evaluation_episodes_only(box_dataset, tmp_path, monkeypatch):
+    calls = install_fake_evaluation(monkeypatch)
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--dataset", BOX_ID, "--steps", "2", "--eval-episodes", "1", "--seed", "3"]
+    assert run(*common, "--output-dir", str(a)) == 0
+    assert run(*common, "--eval-seed", "100000", "--output-dir", str(b)) == 0
+    assert [c["seed"] for c in calls] == [3, 100000]
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same training
 
 
 def test_resume_without_a_saved_state_says_so(box_dataset, tmp_path, monkeypatch):

@@ -43,7 +43,8 @@ logger = logging.getLogger("training.train")
 # arguments added after runs were started, with the behaviour those runs had: they resume with these values
 LEGACY_ARGS = {"holdout": 0.0, "selection": "argmax", "temperature": 1.0}
 RESUMABLE_ARGS = {"resume", "push", "repo_id", "private", "device", "threads", "eval_every", "eval_episodes",
-                  "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset", "video"}
+                  "eval_seed", "eval_num_envs", "log_every", "save_every", "output_dir", "download", "env", "dataset",
+                  "video"}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", help="any Minari dataset id, local ones included (bench/hopper/medium-v0)")
     p.add_argument("--steps", type=int, help="gradient steps (preset: 3M)")
     p.add_argument("--batch-size", type=int, help="transitions per step (preset: 512)")
-    p.add_argument("--seed", type=int, default=0, help="network init, batches, hold-out split and eval episodes")
+    p.add_argument("--seed", type=int, default=0, help="network init, batches, hold-out split (and eval episodes "
+                   "unless --eval-seed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                    help="record replay.mp4 of the final evaluation's first episode for the model card")
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="run directory (default runs/aligniql-<dataset>-seed<seed>)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps; 0 = only at the end (preset: 250k)")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation; 0 = no evaluation (preset: 50)")
+    p.add_argument("--eval-seed", type=int, help="seed of the first evaluation episode (episode i: + i); "
+                   "default: --seed")
     p.add_argument("--eval-num-envs", type=int, default=10,
                    help="envs stepped together during evaluation (batched act; results do not depend on it)")
     p.add_argument("--log-every", type=int, default=1000, help="steps between metrics.jsonl lines")
@@ -283,7 +287,8 @@ def train(cfg: dict[str, Any], data: OfflineData, command: str) -> Path:
         if data.env_id is None and cfg["eval_episodes"] > 0:
             logger.info("%s has no environment spec: skipping evaluation", data.dataset_id)
             return None
-        result = evaluate_agent(trainer.agent, data.dataset_id, cfg["eval_episodes"], cfg["seed"],
+        eval_seed = cfg["seed"] if cfg.get("eval_seed") is None else cfg["eval_seed"]
+        result = evaluate_agent(trainer.agent, data.dataset_id, cfg["eval_episodes"], eval_seed,
                                 num_envs=cfg["eval_num_envs"], record_video=video)
         if result is not None:
             append_jsonl(out / "metrics.jsonl", {"step": trainer.step, **{f"eval/{k}": v for k, v in result.items()}})
