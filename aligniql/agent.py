@@ -249,7 +249,8 @@ class AlignIQLAgent(nn.Module):
     def _sampling_mode(self) -> Iterator[None]:
         """Sample with dropout off even when a caller left the agent in train mode (``agent.train()``, a training
         loop): otherwise the same generator would give different actions. The caller's modes are restored."""
-        training = [m for m in self.modules() if m.training]
+        # the denoiser holds the only dropout; the common eval-mode call skips walking all modules (~40 us)
+        training = [m for m in self.modules() if m.training] if self.training or self.denoiser.training else []
         for m in training:
             m.training = False
         try:
