@@ -106,7 +106,7 @@ class AlignIQLAgent(nn.Module):
         return self.obs_mean.device
 
     def set_precision(self, precision: str) -> AlignIQLAgent:
-        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.6-2.0x faster from 64 observations up
+        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.3-2.0x faster from 64 observations up
         on a 2-core AVX512-BF16 CPU; for one observation the gain varies, 0.7-1.3x; see the README's
         benchmarks). Candidates are still scored by Q and V in float32, whose ranking bf16 would blur.
         ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
