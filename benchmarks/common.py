@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from training.push import git_sha  # noqa: F401  (re-exported for the benchmark scripts)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -31,17 +33,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def git_sha() -> str | None:
-    """The commit the benchmark ran at (None outside a git checkout)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=RESULTS.parent.parent, capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def machine() -> dict:
