@@ -163,13 +163,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default="runs/quality", help="where training runs go (resumable)")
-    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--retrain", action="store_true",
+                   help="train --seeds again (their old runs are moved aside; other seeds' results stay)")
     p.add_argument("--skip-d3rlpy", action="store_true")
     args = p.parse_args(argv)
     for dataset in args.datasets:
         slug = dataset.replace("/", "_")
         path = RESULTS / f"quality_{slug}.json"
-        per_seed = json.loads(path.read_text())["per_seed"] if path.exists() and not args.retrain else {}
+        per_seed = json.loads(path.read_text())["per_seed"] if path.exists() else {}
+        if args.retrain:  # only the seeds asked for: the others' results stay
+            for seed in args.seeds:
+                per_seed.pop(str(seed), None)
         for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
             if "ours" in entry and "git_sha" not in entry["ours"]:
                 entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
