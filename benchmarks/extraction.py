@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                 done[name] = res
                 print(f"  {dataset} seed {seed} {name:34} score {res['score']:7.2f}", flush=True)
                 write_json(path.name, summarize(dataset, per_seed, every, args.episodes))  # nothing lost if stopped
-        write_json(path.name, summarize(dataset, per_seed, every, args.episodes))
-        for name, row in summarize(dataset, per_seed, every, args.episodes)["table"].items():
+        summary = summarize(dataset, per_seed, every, args.episodes)
+        write_json(path.name, summary)
+        for name, row in summary["table"].items():
             print(f"{dataset:32} {name:34} {row['mean']:7.2f} ± {row['std']:5.2f} ({row['seeds']} seeds)")
 
 

@@ -60,10 +60,8 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
             "--seed", str(seed), "--multipliers", "--gaussian-actor", "awr", "--eval-every", str(args.eval_every),
             "--eval-episodes", str(args.curve_episodes), "--output-dir", str(out), "--device", args.device,
             "--save-every", str(args.eval_every), "--eval-seed", str(EVAL_SEED)]
-    if args.retrain and out.exists():  # kept, not deleted: it may be the only copy of an earlier result
-        aside = out.with_name(f"{out.name}.before-retrain-{time.strftime('%Y%m%d-%H%M%S')}")
-        out.rename(aside)
-        print(f"  --retrain: moved the previous run to {aside}", flush=True)
+    if args.retrain:
+        move_finished_run_aside(out)
     if (out / "training_state").exists():
         argv.append("--resume")  # an interrupted benchmark picks up where it stopped
     if not (out / "results.json").exists():
@@ -81,6 +79,17 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
         finals[name] = {"score": score_of(res.to_dict()), **res.to_dict()}
         print(f"  {dataset} seed {seed} {name:20} score {finals[name]['score']:7.2f}", flush=True)
     return {"curve": curve, "final": finals, "run_dir": str(out), **training_revision(out)}
+
+
+def move_finished_run_aside(out: Path) -> Path | None:
+    """For --retrain: rename a finished run (kept, not deleted: it may be the only copy of an earlier result) so
+    the seed trains anew. An unfinished run stays and resumes, so an interrupted --retrain loses nothing."""
+    if not (out / "results.json").exists():
+        return None
+    aside = out.with_name(f"{out.name}.before-retrain-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.rename(aside)
+    print(f"  --retrain: moved the previous run to {aside}", flush=True)
+    return aside
 
 
 def training_revision(run_dir: Path) -> dict:
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default="runs/quality", help="where training runs go (resumable)")
     p.add_argument("--retrain", action="store_true",
-                   help="train --seeds again (their old runs are moved aside; other seeds' results stay)")
+                   help="train --seeds again (finished runs are moved aside, an interrupted retrain resumes; other "
+                   "seeds' results stay)")
     p.add_argument("--skip-d3rlpy", action="store_true")
     args = p.parse_args(argv)
     for dataset in args.datasets:

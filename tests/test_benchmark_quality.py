@@ -29,3 +29,12 @@ def test_retrain_replaces_only_the_seeds_asked_for(tmp_path, monkeypatch):
     assert after["per_seed"]["0"] == before["0"] and after["per_seed"]["2"] == before["2"]
     assert after["per_seed"]["1"]["ours"]["final"]["AlignIQL"]["score"] == 14.0  # the new run's
     assert after["table"]["AlignIQL"]["seeds"] == 3 and after["table"]["AlignIQL"]["std_ddof"] == 1
+
+
+def test_retrain_moves_only_a_finished_run_aside(tmp_path):
+    run = tmp_path / "seed0"
+    (run / "training_state").mkdir(parents=True)  # interrupted: --retrain resumes it
+    assert quality.move_finished_run_aside(run) is None and run.is_dir()
+    (run / "results.json").write_text("{}")  # finished: kept under another name, the seed trains anew
+    aside = quality.move_finished_run_aside(run)
+    assert not run.exists() and (aside / "results.json").is_file() and aside.name.startswith("seed0.before-retrain-")
