@@ -183,7 +183,7 @@ class AlignIQLAgent(nn.Module):
     @torch.inference_mode()
     def act(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
             selection: str | None = None, eta: float | None = None, temperature: float | None = None,
-            generator: Generators = None) -> np.ndarray | torch.Tensor:
+            generator: Generators = None, batch_invariant: bool = False) -> np.ndarray | torch.Tensor:
         """Choose actions for one observation or a batch, as a Gymnasium env gives them.
 
         Args:
@@ -194,8 +194,15 @@ class AlignIQLAgent(nn.Module):
             selection: ``argmax`` or ``softmax``.
             eta, temperature: override the config's AlignIQL strength and softmax temperature.
             generator: a ``torch.Generator`` or an int seed for reproducible actions, or one per observation of
-                a batch (row i then acts exactly as it would alone with generator i, e.g. one per vector-env
-                episode). Without one, actions come from torch's global RNG.
+                a batch (row i then draws exactly the noise it would draw alone with generator i, e.g. one per
+                vector-env episode). Without one, actions come from torch's global RNG.
+            batch_invariant: compute each observation's N candidates in a pass of its own, so that row i's
+                action is bit-identical to acting on row i alone (with its own generator) whatever else is in
+                the batch, on any CPU or GPU. By default rows are batched into large matmuls, whose kernels
+                (and so their float rounding) MKL, oneDNN and cuBLAS choose by row count: results are then
+                bitwise reproducible for the same batch, and agree with other batchings only to float
+                rounding (~1e-6 relative in Q and V), which can flip a near-tied argmax. Costs 15-40 % at
+                3-64 observations on a 2-core CPU (benchmarks/latency.py), nothing for one observation.
 
         Returns:
             Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy
@@ -208,7 +215,8 @@ class AlignIQLAgent(nn.Module):
         if extraction != "gaussian":
             noise, gumbel_u = self._draw(parsed.obs.shape[0], n, selection, generator)
         with self._sampling_mode():
-            actions = self._act_in_passes(parsed.obs, noise, gumbel_u, n, extraction, selection, eta, temperature)
+            actions = torch.cat([self._core(o, z, u, n, extraction, selection, eta, temperature)
+                                 for o, z, u in self._passes(parsed.obs, noise, gumbel_u, n, batch_invariant)])
         if not bool(torch.isfinite(actions).all()):  # NaN would pass the bound clamp; never hand it to the env
             self.check_statistics()  # the likely cause when every row fails; checked here, off the fast path
             rows = (~torch.isfinite(actions)).any(-1).nonzero().flatten().tolist()
@@ -224,13 +232,14 @@ class AlignIQLAgent(nn.Module):
 
     @torch.inference_mode()
     def candidates(self, obs: Any, *, num_samples: int | None = None, extraction: str | None = None,
-                   eta: float | None = None, generator: Generators = None
+                   eta: float | None = None, generator: Generators = None, batch_invariant: bool = False
                    ) -> Candidates:
         """What ``act`` chooses from, for the same observations and arguments: N candidates per observation
         with their target twin-min Q, V(s) and log-weights under ``extraction``, batched as (B, N, ...) even
         for one observation, ``actions`` in the env's units. With the same generator state, ``act(obs,
         selection="argmax", ...)`` returns ``actions[b, log_weights[b].argmax()]``; see
         ``aligniql.selection.softmax_probabilities`` for what softmax selection would sample from.
+        ``batch_invariant`` as for ``act``.
         """
         if (self.config.extraction if extraction is None else extraction) == "gaussian":
             raise ValueError("extraction='gaussian' acts with one Gaussian-actor mean and has no candidates; "
@@ -241,8 +250,9 @@ class AlignIQLAgent(nn.Module):
         parsed = parse_observation(obs, self.config, self.device)
         noise, _ = self._draw(parsed.obs.shape[0], n, "argmax", generator)
         with self._sampling_mode():
-            cand = self.propose(self.normalize_obs(parsed.obs), num_samples=n, extraction=extraction, eta=eta,
-                                noise=noise)
+            parts = [self.propose(self.normalize_obs(o), num_samples=n, extraction=extraction, eta=eta, noise=z)
+                     for o, z, _ in self._passes(parsed.obs, noise, None, n, batch_invariant)]
+        cand = Candidates(*(torch.cat([getattr(c, f) for c in parts]) for f in ("actions", "q", "v", "log_weights")))
         return replace(cand, actions=self.scale_action(cand.actions))
 
     @contextmanager
@@ -286,17 +296,29 @@ class AlignIQLAgent(nn.Module):
             raise ValueError(f"eta and temperature must be finite and > 0, got eta={eta}, temperature={temperature}")
         return int(n), extraction, selection, eta, temperature
 
-    def _act_in_passes(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None,
-                       n: int, *args: Any) -> torch.Tensor:
-        """Run the core on slices of the batch (CPU: about CPU_ROWS_PER_PASS candidates each), passing each slice
-        its own part of the pre-drawn randomness, so the actions are those of one pass over the whole batch."""
+    def _passes(self, obs: torch.Tensor, noise: torch.Tensor | None, gumbel_u: torch.Tensor | None, n: int,
+                batch_invariant: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+        """Slices of the batch, each with its own part of the pre-drawn randomness: one per observation when
+        ``batch_invariant``; else the whole batch at once (GPU) or about CPU_ROWS_PER_PASS candidates each
+        (CPU). Rows never interact, so slicing changes what is computed only through the kernels' rounding."""
         B = obs.shape[0]
-        per = B if self.device.type != "cpu" or noise is None else max(1, CPU_ROWS_PER_PASS // n)
+        if batch_invariant:
+            per = 1
+        elif self.device.type != "cpu" or noise is None:
+            per = B
+        else:
+            per = max(1, CPU_ROWS_PER_PASS // n)
         if B <= per:
-            return self._core(obs, noise, gumbel_u, n, *args)
-        return torch.cat([self._core(obs[i:i + per], noise[:, i * n:(i + per) * n],  # type: ignore[index]
-                                     None if gumbel_u is None else gumbel_u[i:i + per], n, *args)
-                          for i in range(0, B, per)])
+            yield obs, noise, gumbel_u
+            return
+        for i in range(0, B, per):
+            z = None if noise is None else noise[:, i * n:(i + per) * n]
+            u = None if gumbel_u is None else gumbel_u[i:i + per]
+            if batch_invariant:  # fresh buffers, laid out and aligned as those of a call on this row alone
+                yield tuple(None if x is None else x.clone(memory_format=torch.contiguous_format)
+                            for x in (obs[i:i + per], z, u))
+            else:
+                yield obs[i:i + per], z, u
 
     def _draw(self, batch: int, n: int, selection: str,
               generator: Generators) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -193,14 +193,38 @@ def test_compiled_fast_path_matches_eager(backend):
 
 
 @pytest.mark.parametrize("selection", ["argmax", "softmax"])
-def test_one_generator_per_row_acts_like_each_row_alone(agent, selection):
+def test_batch_invariant_rows_act_bit_identically_to_each_row_alone(agent, selection, monkeypatch):
+    """The guarantee behind evaluate()'s num_envs-independent episodes: bitwise, on any CPU, because each row
+    runs through exactly the kernels and shapes of a call on that row alone."""
     obs = np.random.default_rng(4).normal(size=(3, 11))
-    batched = agent.act(obs, selection=selection, generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
-    alone = [agent.act(o, selection=selection, generator=torch.Generator().manual_seed(s))
-             for o, s in zip(obs, (5, 6, 7))]
+    seeds = (5, 6, 7)
+    alone = [agent.act(o, selection=selection, generator=s) for o, s in zip(obs, seeds)]
+    shapes = []
+    core = agent._core
+    monkeypatch.setattr(agent, "_core", lambda o, z, *a: shapes.append((o.shape, z.shape)) or core(o, z, *a))
+    batched = agent.act(obs, selection=selection, generator=list(seeds), batch_invariant=True)
     np.testing.assert_array_equal(batched, np.stack(alone))
+    n = agent.config.num_samples
+    assert shapes == [((1, 11), (5, n, 3))] * 3  # one observation's block per pass, as alone
     with pytest.raises(ValueError, match="one per observation"):
         agent.act(obs, generator=[torch.Generator()] * 2)
+
+
+def test_default_batching_agrees_with_rows_alone_to_float_rounding(agent):
+    """Without batch_invariant the batch runs as one matmul, whose kernel MKL picks by row count: the same
+    candidates, scored to float32 rounding (a few ulp through ~10 layers; 1e-5 relative leaves a margin), and
+    bitwise reproducible for the same batch."""
+    obs = np.random.default_rng(4).normal(size=(3, 11))
+    batched = agent.candidates(obs, generator=[5, 6, 7])
+    for i, s in enumerate((5, 6, 7)):
+        alone = agent.candidates(obs[i], generator=s)
+        torch.testing.assert_close(batched.actions[i:i + 1], alone.actions, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(batched.q[i:i + 1], alone.q, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batched.v[i:i + 1], alone.v, rtol=1e-5, atol=1e-5)
+    again = agent.candidates(obs, generator=[5, 6, 7])
+    assert torch.equal(again.actions, batched.actions) and torch.equal(again.q, batched.q)
+    exact = agent.candidates(obs, generator=[5, 6, 7], batch_invariant=True)
+    assert torch.equal(exact.q[1:2], agent.candidates(obs[1], generator=6).q)
 
 
 @pytest.mark.parametrize("selection", ["argmax", "softmax"])
