@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from aligniql import hub
-from aligniql.config import EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLConfig
+from aligniql._version import __version__
+from aligniql.config import EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLConfig, read_config_file
 from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
@@ -364,7 +365,9 @@ class AlignIQLAgent(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         hub.save_tensors(self.state_dict(), path / hub.WEIGHTS_NAME,
                          metadata={"format": "pt", "aligniql_format_version": str(self.config.format_version)})
-        self.config.to_json(path / hub.CONFIG_NAME)
+        # config.json last: a folder whose config names the weights' hash holds exactly those weights
+        self.config.to_json(path / hub.CONFIG_NAME, aligniql_version=__version__,
+                            weights_sha256=hub.sha256_of(path / hub.WEIGHTS_NAME))
         return path
 
     @classmethod
@@ -387,9 +390,10 @@ class AlignIQLAgent(nn.Module):
         dev = resolve_device(device)
         folder = hub.resolve_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
                                         local_files_only=local_files_only)
-        config = AlignIQLConfig.from_json(folder / hub.CONFIG_NAME)
+        config, info = read_config_file(folder / hub.CONFIG_NAME)
         agent = cls(config)
-        tensors = hub.load_tensors(folder / hub.WEIGHTS_NAME)
+        tensors = hub.load_tensors(folder / hub.WEIGHTS_NAME, info.get("weights_sha256"),
+                                   str(folder / hub.CONFIG_NAME))
         hub.check_state_dict(agent.state_dict(), tensors, str(folder / hub.WEIGHTS_NAME))
         agent.load_state_dict(tensors, strict=True)
         agent._check_loaded(folder)

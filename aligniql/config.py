@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 FORMAT_VERSION = 1
+# Facts about the files rather than the agent, kept in config.json next to the config's fields:
+# which aligniql wrote them, and the sha256 of model.safetensors that from_pretrained checks.
+FILE_INFO_KEYS: tuple[str, ...] = ("aligniql_version", "weights_sha256")
 
 Extraction = Literal["aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"]
 Selection = Literal["argmax", "softmax"]
@@ -191,18 +194,30 @@ class AlignIQLConfig:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
 
-    def to_json(self, path: str | Path) -> None:
+    def to_json(self, path: str | Path, **file_info: str) -> None:
+        """Write the config atomically, with ``file_info`` (keys of ``FILE_INFO_KEYS``) beside its fields."""
         from aligniql.hub import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        unknown = sorted(set(file_info) - set(FILE_INFO_KEYS))
+        if unknown:
+            raise ValueError(f"unknown file info keys {unknown}; expected some of {FILE_INFO_KEYS}")
+        atomic_write_text(Path(path), json.dumps({**self.to_dict(), **file_info}, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> AlignIQLConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        return read_config_file(path)[0]
 
     def replace(self, **changes: Any) -> AlignIQLConfig:
         return dataclasses.replace(self, **changes)
+
+
+def read_config_file(path: str | Path) -> tuple[AlignIQLConfig, dict[str, Any]]:
+    """``config.json`` -> (the config, its file info: ``aligniql_version``, ``weights_sha256`` when recorded)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    info = {k: data.pop(k) for k in FILE_INFO_KEYS if k in data}
+    return AlignIQLConfig.from_dict(data), info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -13,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+logger = logging.getLogger(__name__)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
@@ -81,7 +84,34 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
                          + ". The checkpoint is incomplete or was written for another configuration.")
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (a few ms for a shipped agent's 5 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str | None, recorded_in: str) -> None:
+    """Refuse a file whose content differs from the sha256 recorded when it was written. Safetensors checks
+    names, shapes and dtypes, not values: a damaged weight would otherwise load and act in silence."""
+    if expected is None:
+        logger.info("%s has no sha256 in %s (written by an older aligniql): its content is not verified",
+                    path, recorded_in)
+        return
+    found = sha256_of(path)
+    if found != expected:
+        raise ValueError(f"{path} is damaged: its sha256 {found} differs from {expected}, recorded in "
+                         f"{recorded_in} when it was written. Delete it and download it again (a Hub agent: remove "
+                         "the repo's models--* folder in the Hugging Face cache, part of this path), or re-export "
+                         "it from its training run")
+
+
+def load_tensors(path: Path, sha256: str | None = None, recorded_in: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file to the CPU; with ``sha256``, first check the file's content against it."""
+    if sha256 is not None or recorded_in is not None:
+        verify_sha256(Path(path), sha256, recorded_in or "its metadata")
     try:
         return load_file(str(path), device="cpu")
     except SafetensorError as e:  # its message names no file

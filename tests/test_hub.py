@@ -1,6 +1,8 @@
 """save_pretrained / from_pretrained: local dirs, the Hugging Face cache offline, strict loading."""
 
+import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import aligniql
 from aligniql import AlignIQLAgent
 from tests.conftest import tiny_agent
 
@@ -86,9 +89,62 @@ def test_not_a_dir_nor_repo_id(tmp_path):
 
 
 def _edit_weights(path, fn):
+    """Rewrite the weights and the hash that config.json records for them, as a consistent writer would: the
+    strict checks behind the hash are tested on their own."""
     tensors = load_file(path / "model.safetensors")
     fn(tensors)
     save_file(tensors, path / "model.safetensors")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def _damage(path, offset_from_end=4096, length=64):
+    """Zero bytes inside the tensor data, leaving the safetensors header (names, shapes, dtypes) intact."""
+    data = bytearray((path / "model.safetensors").read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    start = len(data) - offset_from_end
+    assert start > header and any(data[start:start + length])
+    data[start:start + length] = bytes(length)
+    (path / "model.safetensors").write_bytes(bytes(data))
+
+
+def test_config_records_the_weights_hash_and_the_version(saved):
+    _, path = saved
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["aligniql_version"] == aligniql.__version__
+    assert cfg["weights_sha256"] == hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_damaged_weights_are_refused_naming_the_file(saved):
+    _, path = saved
+    _damage(path)
+    load_file(path / "model.safetensors")  # still a valid safetensors file: only the hash can tell
+    with pytest.raises(ValueError, match=r"model.safetensors is damaged: its sha256 [0-9a-f]{64} differs from "
+                                         r"[0-9a-f]{64}, recorded in .*config.json.*download it again"):
+        AlignIQLAgent.from_pretrained(path)
+
+
+def test_damaged_weights_in_the_hf_cache_are_refused(saved, tmp_path):
+    _, path = saved
+    repo = tmp_path / "hf-cache" / "models--org--damaged"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(path, repo / "snapshots" / COMMIT)
+    _damage(repo / "snapshots" / COMMIT)
+    with pytest.raises(ValueError, match="models--org--damaged.*is damaged"):
+        AlignIQLAgent.from_pretrained("org/damaged", cache_dir=tmp_path / "hf-cache")
+
+
+def test_checkpoints_without_a_hash_still_load_with_a_note(saved, caplog):
+    agent, path = saved
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["weights_sha256"], cfg["aligniql_version"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level(logging.INFO, logger="aligniql.hub"):
+        loaded = AlignIQLAgent.from_pretrained(path)
+    assert "not verified" in caplog.text and "model.safetensors" in caplog.text
+    _assert_same(agent, loaded)
 
 
 def test_strict_missing_tensor(saved):

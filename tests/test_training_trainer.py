@@ -159,6 +159,19 @@ def test_checkpoint_directory_is_switched_atomically(tmp_path):
         checkpoint.load_state(tmp_path / "elsewhere")
 
 
+def test_damaged_training_state_is_refused(tmp_path):
+    trainer = make_trainer()
+    trainer.train_step()
+    ckpt = checkpoint.save_state(trainer.state_dict(), tmp_path)
+    tensors = ckpt / "state.safetensors"
+    data = bytearray(tensors.read_bytes())
+    assert any(data[-256:-192])
+    data[-256:-192] = bytes(64)  # inside the tensor data: the header still parses
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"state.safetensors is damaged: its sha256 .* recorded in .*state.json"):
+        checkpoint.load_state(tmp_path)
+
+
 def test_bf16_precision_trains_and_is_validated():
     from aligniql import AlignIQLAgent
     from training.datasets import Transitions

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from aligniql.hub import atomic_write_text, load_tensors, save_tensors
+from aligniql.hub import atomic_write_text, load_tensors, save_tensors, sha256_of
 
 logger = logging.getLogger(__name__)
 STATE_DIR = "training_state"
@@ -87,8 +87,8 @@ def save_state(state: dict[str, Any], output_dir: str | Path, extra: dict[str, A
     ckpt = root / name
     skeleton, tensors = flatten_state(state)
     save_tensors(tensors, ckpt / "state.safetensors", metadata={"format": "pt", "training_state": str(FORMAT)})
-    atomic_write_text(ckpt / "state.json", json.dumps({"format": FORMAT, "state": skeleton, "extra": extra or {}},
-                                                      indent=1) + "\n")
+    meta = {"format": FORMAT, "sha256": sha256_of(ckpt / "state.safetensors"), "state": skeleton, "extra": extra or {}}
+    atomic_write_text(ckpt / "state.json", json.dumps(meta, indent=1) + "\n")
     atomic_write_text(root / "latest.json", json.dumps({"checkpoint": name, "step": int(state["step"])}) + "\n")
     for old in root.glob("step_*"):  # only after latest.json moved on, so a crash keeps one good checkpoint
         if old.name != name and old.is_dir():
@@ -118,7 +118,8 @@ def load_state(output_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     meta = json.loads((ckpt / "state.json").read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{ckpt}: training state format {meta.get('format')} is not {FORMAT}")
-    return unflatten_state(meta["state"], load_tensors(ckpt / "state.safetensors")), meta.get("extra", {})
+    tensors = load_tensors(ckpt / "state.safetensors", meta.get("sha256"), str(ckpt / "state.json"))
+    return unflatten_state(meta["state"], tensors), meta.get("extra", {})
 
 
 def check_resume_args(output_dir: str | Path, args: dict[str, Any], may_change: set[str],
