@@ -245,7 +245,7 @@ def test_cli_errors_are_one_line_with_what_to_do(tmp_path, capsys):
     (folder / "model.safetensors").write_bytes(b"\x00" * 4)  # truncated
     with pytest.raises(SystemExit):
         main([str(folder)])
-    assert "model.safetensors is not a readable safetensors file" in capsys.readouterr().err
+    assert "model.safetensors is damaged: its sha256" in capsys.readouterr().err
 
 
 def test_evaluate_takes_a_saved_folder(tmp_path):

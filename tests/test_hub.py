@@ -305,3 +305,14 @@ def test_hub_arguments_reach_hf_hub_download(saved, tmp_path, monkeypatch):
     for _, _, kwargs in calls:
         assert kwargs["revision"] == "v1.2" and kwargs["token"] == "hf_secret"
         assert kwargs["local_files_only"] is True and str(kwargs["cache_dir"]) == str(tmp_path / "c")
+
+
+def test_truncated_weights_without_a_hash_are_refused_by_the_reader(saved):
+    _, path = saved
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["weights_sha256"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        AlignIQLAgent.from_pretrained(path)
