@@ -9,6 +9,7 @@ Writes benchmarks/results/latency_<device>.json. The agent has the default (pape
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -36,28 +37,29 @@ def run(args: argparse.Namespace) -> dict:
             agent.compile()
         for precision in args.precision:
             agent.set_precision(precision)
-            for batch in args.batch:
-                for n in args.num_samples:
-                    obs = torch.randn(batch, 11, device=device) if device.type == "cuda" \
-                        else np.random.default_rng(0).normal(size=(batch, 11)).astype(np.float32)
-                    if batch == 1:
-                        obs = obs[0]
-                    fn = lambda: agent.act(obs, num_samples=n)  # noqa: E731
-                    flops = count_flops(fn)
-                    est = flops / peaks[precision]
-                    if est > args.max_seconds_per_call:
-                        print(f"skip batch={batch} N={n} {precision}: ~{est:.1f} s per call")
-                        continue
-                    times = time_calls(fn, device=device, min_reps=3 if est > 0.5 else 10,
-                                       min_seconds=args.min_seconds)
-                    stats = percentiles(times)
-                    row = {"fast_path": fast, "precision": precision, "batch": batch, "num_samples": n,
-                           **stats, "actions_per_s": batch / (stats["p50_ms"] / 1e3), "gflop_per_call": flops / 1e9,
-                           "peak_fraction": flops / (stats["p50_ms"] / 1e3) / peaks[precision]}
-                    rows.append(row)
-                    print(f"fast={fast!s:5} {precision} batch={batch:5} N={n:4}  p50 {stats['p50_ms']:9.2f} ms  "
-                          f"p90 {stats['p90_ms']:9.2f} ms  {row['actions_per_s']:10.0f} actions/s  "
-                          f"{row['gflop_per_call']:7.2f} GFLOP  {100 * row['peak_fraction']:5.1f}% of peak")
+            for batch, invariant, n in itertools.product(args.batch, args.batch_invariant, args.num_samples):
+                obs = torch.randn(batch, 11, device=device) if device.type == "cuda" \
+                    else np.random.default_rng(0).normal(size=(batch, 11)).astype(np.float32)
+                if batch == 1:
+                    obs = obs[0]
+                fn = lambda: agent.act(obs, num_samples=n, batch_invariant=invariant)  # noqa: E731
+                flops = count_flops(fn)
+                est = flops / peaks[precision]
+                if est > args.max_seconds_per_call:
+                    print(f"skip batch={batch} N={n} {precision}: ~{est:.1f} s per call")
+                    continue
+                times = time_calls(fn, device=device, min_reps=3 if est > 0.5 else 10,
+                                   min_seconds=args.min_seconds)
+                stats = percentiles(times)
+                row = {"fast_path": fast, "precision": precision, "batch": batch, "num_samples": n,
+                       "batch_invariant": invariant,
+                       **stats, "actions_per_s": batch / (stats["p50_ms"] / 1e3), "gflop_per_call": flops / 1e9,
+                       "peak_fraction": flops / (stats["p50_ms"] / 1e3) / peaks[precision]}
+                rows.append(row)
+                print(f"fast={fast!s:5} {precision} batch={batch:5} invariant={invariant:d} N={n:4}  "
+                      f"p50 {stats['p50_ms']:9.2f} ms  "
+                      f"p90 {stats['p90_ms']:9.2f} ms  {row['actions_per_s']:10.0f} actions/s  "
+                      f"{row['gflop_per_call']:7.2f} GFLOP  {100 * row['peak_fraction']:5.1f}% of peak")
     return {"machine": machine(), "device": str(device), "matmul_peak_flops": peaks, "rows": rows}
 
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--fast-path", type=int, nargs="+", default=None,
                    help="1 = agent.compile(), 0 = eager (default: 0 on CPU, 0 1 on CUDA)")
+    p.add_argument("--batch-invariant", type=int, nargs="+", default=[0], choices=[0, 1],
+                   help="act(batch_invariant=...): 1 computes each observation alone (0 1: both, side by side)")
     p.add_argument("--max-seconds-per-call", type=float, default=15.0, help="skip settings slower than this")
     p.add_argument("--min-seconds", type=float, default=2.0)
     p.add_argument("--out", help="result file name (default latency_<device>.json, the README's sweep)")
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fast_path is None:
         args.fast_path = [0, 1] if args.device.startswith("cuda") else [0]
     args.fast_path = [bool(f) for f in args.fast_path]
+    args.batch_invariant = [bool(b) for b in args.batch_invariant]
     result = run(args)
     print("wrote", write_json(args.out or f"latency_{torch.device(args.device).type}.json", result))
 
