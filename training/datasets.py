@@ -1,6 +1,6 @@
 """Minari datasets for training: D4RL names, local-first loading, episodes -> transition tensors.
 
-ECOSYSTEM.md §1 holds the facts used here: which D4RL datasets Minari re-released, the episode layout, and
+docs/training.md (Datasets) holds the facts used here: which D4RL datasets Minari re-released, the episode layout, and
 how loading behaves without network.
 """
 
@@ -23,7 +23,7 @@ import torch
 from training.presets import LOCOMOTION_ENVS, domain_of
 
 logger = logging.getLogger(__name__)
-ACTION_EPS = 1e-5  # dataset actions are clipped to +-(1 - eps), as the official clip_to_eps (ALGORITHM.md §1)
+ACTION_EPS = 1e-5  # dataset actions are clipped to +-(1 - eps), as the official clip_to_eps (docs/algorithm.md §1)
 
 
 def _d4rl_table() -> dict[str, str]:
@@ -43,7 +43,7 @@ def _d4rl_table() -> dict[str, str]:
 
 
 D4RL_TO_MINARI: dict[str, str] = _d4rl_table()
-"""D4RL dataset name -> Minari dataset id (ECOSYSTEM.md §1.1). The data are re-releases, not the D4RL files."""
+"""D4RL dataset name -> Minari dataset id (docs/training.md, Datasets). The data are re-releases, not the D4RL files."""
 
 _UNPUBLISHED = re.compile(rf"^({'|'.join(LOCOMOTION_ENVS)})-(random|medium-replay|medium-expert|full-replay)-v\d$")
 

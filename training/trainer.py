@@ -1,4 +1,4 @@
-"""One AlignIQL gradient step (ALGORITHM.md §13), and the optimizers, target nets and RNG around it.
+"""One AlignIQL gradient step (docs/algorithm.md §13), and the optimizers, target nets and RNG around it.
 
 The trainer owns an :class:`~aligniql.AlignIQLAgent` whose modules are the inference weights: the EMA
 denoiser, the *target* twin Q, V, the multiplier nets and the Gaussian actor. Online copies of the denoiser
@@ -29,7 +29,7 @@ VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Optimisation settings (ALGORITHM.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config."""
+    """Optimisation settings (docs/algorithm.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config."""
 
     steps: int = 3_000_000
     """Step budget; the denoiser's (and Gaussian actor's) cosine learning rate reaches 0 there."""
@@ -147,7 +147,7 @@ class Trainer:
             self.schedulers[name].step()
 
     def update(self, batch: Transitions) -> dict[str, torch.Tensor]:
-        """BC -> V -> Q -> Polyak -> multipliers -> Gaussian actor, all on the same batch (ALGORITHM.md §2.2).
+        """BC -> V -> Q -> Polyak -> multipliers -> Gaussian actor, all on the same batch (docs/algorithm.md §2.2).
 
         Returns:
             Detached 0-dim tensors keyed by name; convert with ``float()`` only when logging.
