@@ -184,7 +184,8 @@ def write_readme(readme: Path, tables: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write-readme", action="store_true", help=f"rewrite benchmarks/README.md between {BEGIN} and {END}")
+    p.add_argument("--write-readme", action="store_true",
+                   help=f"rewrite benchmarks/README.md between {BEGIN} and {END}")
     args = p.parse_args(argv)
     tables = render(LEVEL)
     if not tables:

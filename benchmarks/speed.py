@@ -93,7 +93,7 @@ def measure_conversion(source: str) -> dict:
     episodes = list(src.iterate_episodes())
     reps = -(-1_000_000 // src.total_steps)
     buffers, total = [], 0
-    for r in range(reps):
+    for _ in range(reps):
         for ep in episodes:
             n = min(len(ep.actions), 1_000_000 - total)
             if n <= 0:

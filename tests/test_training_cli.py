@@ -54,7 +54,8 @@ def test_arguments_and_presets():
     cfg = from_args(args).resolved("bench/hopper/medium-v0", "Hopper-v5").flat()
     assert (cfg["expectile"], cfg["steps"], cfg["gaussian_actor"], cfg["normalize_obs"]) == (0.8, 10, "aligniql", False)
     cfg = from_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile"])).resolved("a/b-v0")
-    assert (cfg.agent.selection, cfg.data.holdout) == ("softmax", 0.05)  # expectile weights are only meant to be sampled
+    # expectile weights are only meant to be sampled
+    assert (cfg.agent.selection, cfg.data.holdout) == ("softmax", 0.05)
     with pytest.raises(ValueError, match="needs --selection softmax"):
         from_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile", "--selection",
                                      "argmax"]))
@@ -64,7 +65,8 @@ def test_arguments_and_presets():
 
 @pytest.mark.parametrize("flags, message", [
     (["--expectile", "1.5"], r"optim.expectile \(--expectile\) must be in \(0, 1\), got 1.5"),
-    (["--discount", "0"], "--discount"), (["--steps", "0"], r"--steps\) must be >= 1"), (["--holdout", "1"], "--holdout"),
+    (["--discount", "0"], "--discount"), (["--steps", "0"], r"--steps\) must be >= 1"),
+    (["--holdout", "1"], "--holdout"),
     (["--eta", "nan"], "--eta"), (["--temperature", "-1"], "--temperature"), (["--num-samples", "0"], "--num-samples"),
     (["--critic-lr", "0"], r"--critic-lr\) must be > 0"), (["--polyak", "2"], "--polyak"),
     (["--ema-rate", "0"], "--ema-rate"), (["--denoiser-weight-decay", "-1"], "--denoiser-weight-decay"),
@@ -97,7 +99,8 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
     assert results["evaluated"] and results["normalized_score"] == 42.0 and results["n_eval_episodes"] == 2
     train_config = json.loads((out / "train_config.json").read_text())
     assert train_config["command"].startswith("python training/train.py ") and "--steps 6" in train_config["command"]
-    assert train_config["config"]["optim"]["expectile"] == 0.7 and train_config["dataset"]["reward_transform"] == "locomotion"
+    assert train_config["config"]["optim"]["expectile"] == 0.7
+    assert train_config["dataset"]["reward_transform"] == "locomotion"
     assert TrainConfig.from_dict(train_config["config"]).flat()["seed"] == 3  # the config as saved
     total = train_config["dataset"]["transitions"]  # 5 % held out by default, scored as val/* on every log line
     assert train_config["dataset"]["held_out"] == total - int(total * 0.95) > 0

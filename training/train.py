@@ -33,7 +33,8 @@ from aligniql.hub import atomic_write_text
 from training import checkpoint
 from training.config import (SAVED_FORMAT, TrainConfig, build_parser, from_args, load_saved, saved_dataset_id,
                              to_argv)
-from training.datasets import DatasetNotFoundError, OfflineData, load_dataset, prepare, resolve_dataset_id, split_holdout
+from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, prepare, resolve_dataset_id,
+                               split_holdout)
 from training.presets import domain_of
 from training.push import NO_TOKEN, git_sha, has_token, package_versions, push_with_retry_hint, write_card
 from training.trainer import Trainer, evaluate_agent
@@ -223,7 +224,8 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     train_config = {"format": SAVED_FORMAT, "command": command, "config": config.to_dict(), "dataset": {
-        "id": data.dataset_id, "env_id": data.env_id, "domain": domain_of(data.dataset_id, data.env_id), "transitions": len(data.transitions),
+        "id": data.dataset_id, "env_id": data.env_id, "domain": domain_of(data.dataset_id, data.env_id),
+        "transitions": len(data.transitions),
         "trained_on": len(train_set), "held_out": 0 if held_out is None else len(held_out),
         "episodes": data.num_episodes, "obs_keys": list(data.obs_keys), "reward_transform": data.reward_transform,
         "reward_scale": data.reward_scale, "reward_shift": data.reward_shift,

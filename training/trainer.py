@@ -29,7 +29,11 @@ VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Optimisation settings (docs/algorithm.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config."""
+    """Optimisation settings (docs/algorithm.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config.
+
+    ``training.config.TrainConfig.trainer_config()`` builds one from a run's config; its defaults are the
+    ``OptimConfig`` defaults.
+    """
 
     steps: int = 3_000_000
     """Step budget; the denoiser's (and Gaussian actor's) cosine learning rate reaches 0 there."""
