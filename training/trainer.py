@@ -156,12 +156,19 @@ class Trainer:
         Returns:
             Detached 0-dim tensors keyed by name; convert with ``float()`` only when logging.
         """
-        obs, next_obs = self.agent.normalize_obs(batch.obs), self.agent.normalize_obs(batch.next_obs)
+        obs = self.agent.normalize_obs(batch.obs)
         logs = self.update_denoiser(obs, batch.actions)
-        logs |= self.update_critic(batch, obs=obs, next_obs=next_obs)
-        logs |= self.update_extras(obs, batch.actions)
+        logs |= self.update_critic_and_extras(batch, obs=obs)
         self.step += 1
         return logs
+
+    def update_critic_and_extras(self, batch: Transitions, *, obs: torch.Tensor | None = None
+                                 ) -> dict[str, torch.Tensor]:
+        """A step without the diffusion BC: V, twin Q and Polyak, then the multipliers and the Gaussian actor
+        (the work of plain IQL's step when the actor is trained). Does not advance :attr:`step`."""
+        obs = self.agent.normalize_obs(batch.obs) if obs is None else obs
+        logs = self.update_critic(batch, obs=obs, next_obs=self.agent.normalize_obs(batch.next_obs))
+        return logs | self.update_extras(obs, batch.actions)
 
     def update_denoiser(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts."""
