@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-slow
+.PHONY: install install-dev demo test test-slow lint
 
 install:
 	$(PIP) "torch==2.13.0"
@@ -22,3 +22,6 @@ test: install-dev
 
 test-slow: install-dev
 	HF_HUB_OFFLINE=1 MUJOCO_GL=$${MUJOCO_GL:-egl} $(PYTHON) -m pytest -q -m slow
+
+lint: install-dev
+	$(PYTHON) -m ruff check .

@@ -27,7 +27,7 @@ REWARD_TRANSFORMS: tuple[str, ...] = ("none", "locomotion", "antmaze")
 
 @dataclass(frozen=True)
 class AlignIQLConfig:
-    """Architecture, inference defaults and data facts of one agent (ALGORITHM.md §8).
+    """Architecture, inference defaults and data facts of one agent (docs/algorithm.md §8).
 
     Only ``obs_dim`` and ``act_dim`` are required; everything else defaults to the values of the
     official AlignIQL code. The config is flat and JSON-native so ``config.json`` stays readable.
@@ -50,7 +50,7 @@ class AlignIQLConfig:
     action_high: tuple[float, ...] | None = None
     """Upper action bound of the environment; ``None`` means +1 in every dimension."""
 
-    # -- networks (ALGORITHM.md §2.3, §4.1)
+    # -- networks (docs/algorithm.md §2.3, §4.1)
     hidden_dim: int = 256
     """Width of the twin Q, V and multiplier MLPs (two hidden layers each)."""
     value_layer_norm: bool = True
@@ -62,7 +62,7 @@ class AlignIQLConfig:
     denoiser_dropout: float = 0.1
     """Dropout inside the LN-ResNet blocks; active only in training."""
 
-    # -- diffusion (ALGORITHM.md §4.2, §4.4)
+    # -- diffusion (docs/algorithm.md §4.2, §4.4)
     num_diffusion_steps: int = 5
     beta_schedule: Literal["vp", "cosine", "linear"] = "vp"
     clip_sampler: bool = True
@@ -70,7 +70,7 @@ class AlignIQLConfig:
     ddpm_temperature: float = 1.0
     """Scale of the noise added at each reverse step."""
 
-    # -- policy extraction at act() time (ALGORITHM.md §5, §7)
+    # -- policy extraction at act() time (docs/algorithm.md §5, §7)
     num_samples: int = 64
     """N: diffusion candidates drawn per observation."""
     extraction: Extraction = "aligniql"

@@ -1,7 +1,8 @@
 """The README's main job: load an agent, run it in its Gymnasium env, print return and normalized score.
 
-    python -m aligniql.demo                      # the pretrained Hopper agent shipped in this repository
-    python -m aligniql.demo --agent org/name     # any Hub repo id or local directory
+    aligniql-demo                                # the pretrained Hopper agent shipped inside the package
+    aligniql-demo --agent org/name               # any Hub repo id or local directory
+    python -m aligniql.demo ...                  # the same
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from aligniql import AlignIQLAgent
 
-EMBEDDED = Path(__file__).resolve().parent.parent / "benchmarks" / "pretrained" / "hopper-medium-v0"
+# package data (pyproject's package-data), so it is found from any working directory and in an installed wheel
+EMBEDDED = Path(__file__).resolve().parent / "pretrained" / "hopper-medium-v0"
 
 
 def load(name: str | None) -> tuple[AlignIQLAgent, str]:
@@ -23,8 +25,8 @@ def load(name: str | None) -> tuple[AlignIQLAgent, str]:
         return AlignIQLAgent.from_pretrained(name), name
     if (EMBEDDED / "model.safetensors").is_file():
         return AlignIQLAgent.from_pretrained(EMBEDDED), os.path.relpath(EMBEDDED)
-    raise SystemExit(f"error: the pretrained agent that ships with the repository is not at {EMBEDDED} (an "
-                     "installed wheel does not carry it); pass --agent with a Hub repo id or a local directory")
+    raise SystemExit(f"error: the pretrained agent that ships with the package is not at {EMBEDDED} (an install "
+                     "without its package data?); pass --agent with a Hub repo id or a local directory")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Stateless DDPM pieces: the noise schedule, forward noising and ancestral sampling (ALGORITHM.md §4)."""
+"""Stateless DDPM pieces: the noise schedule, forward noising and ancestral sampling (docs/algorithm.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tensor-in, tensor-out networks, all in normalized observation/action space (ALGORITHM.md §2.3, §4.1)."""
+"""Tensor-in, tensor-out networks, all in normalized observation/action space (docs/algorithm.md §2.3, §4.1)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class StateNet(nn.Module):
 
 
 class FourierFeatures(nn.Module):
-    """Learnable Fourier features of the raw integer step index (not normalized, ALGORITHM.md §12.2.4)."""
+    """Learnable Fourier features of the raw integer step index (not normalized, docs/algorithm.md §12.2.4)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -107,7 +107,7 @@ class Denoiser(nn.Module):
     def trunk(self, h: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             h = block(h)
-        return self.output(F.silu(h))  # activation before the head, as IDQL (ALGORITHM.md §12.2.5)
+        return self.output(F.silu(h))  # activation before the head, as IDQL (docs/algorithm.md §12.2.5)
 
     def forward(self, obs: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Predict the noise. obs (M, S), noisy_actions (M, A), t (M, 1) float -> (M, A)."""
@@ -125,7 +125,7 @@ class Denoiser(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """IQL's policy: tanh mean from an MLP, state-independent log-std clipped to [-5, 2] (ALGORITHM.md §3)."""
+    """IQL's policy: tanh mean from an MLP, state-independent log-std clipped to [-5, 2] (docs/algorithm.md §3)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Candidate reweighting: from (Q, V) of N candidates to one chosen action (ALGORITHM.md §5, §6, §7).
+"""Candidate reweighting: from (Q, V) of N candidates to one chosen action (docs/algorithm.md §5, §6, §7).
 
 Every rule is a log-weight over the candidates of one state; selection is its argmax or a softmax sample.
 """

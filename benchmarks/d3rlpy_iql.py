@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script by the bench venv's python
 
 
 def _quiet() -> None:
@@ -34,18 +34,13 @@ def episodes_dataset(dataset_id: str):
     actions in [-1, 1], terminations-only bootstrap; a truncated episode keeps its final next observation)."""
     import d3rlpy
 
-    from training.datasets import _flat, load_dataset, observation_keys, prepare
+    from training.datasets import episodes, load_dataset, prepare
 
     ds = load_dataset(dataset_id, download=False)
     data = prepare(ds)
-    keys, _ = observation_keys(ds.observation_space)
-    low, high = np.asarray(data.action_low), np.asarray(data.action_high)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "term", "tout")}
-    for ep in ds.iterate_episodes():
-        o = _flat(ep.observations, keys)
-        a = np.clip(2 * (np.asarray(ep.actions, np.float64) - low) / (high - low) - 1, -1 + 1e-5, 1 - 1e-5)
-        r = np.asarray(ep.rewards, np.float64) * data.reward_scale + data.reward_shift
-        terminated = bool(ep.terminations[-1])
+    for ep in episodes(ds, data):
+        o, a, r, terminated = ep.observations, ep.actions, ep.rewards, ep.terminated
         if terminated:  # d3rlpy treats the last stored step as terminal
             o = o[:-1]
         else:  # keep o[T] as the next observation of the last step: append a dummy step d3rlpy never samples
@@ -72,13 +67,14 @@ class D3rlpyAgent:
                                      act_dim=int(data.transitions.actions.shape[1]), obs_keys=data.obs_keys,
                                      obs_key_dims=data.obs_key_dims, action_low=data.action_low,
                                      action_high=data.action_high, env_id=data.env_id, dataset_id=data.dataset_id)
-        self.low, self.high = np.asarray(data.action_low), np.asarray(data.action_high)
 
     def act(self, obs, **_):
+        from training.datasets import from_unit_actions
+
         if isinstance(obs, dict):
             obs = np.concatenate([np.asarray(obs[k], np.float32) for k in self.config.obs_keys], axis=-1)
         a = self.algo.predict(np.asarray(obs, np.float32).reshape(-1, self.config.obs_dim))
-        return np.clip(self.low + (a + 1) * 0.5 * (self.high - self.low), self.low, self.high).astype(np.float32)
+        return from_unit_actions(a, self.config.action_low, self.config.action_high).astype(np.float32)
 
 
 def make_iql(steps: int, batch_size: int, expectile: float, weight_temp: float, device: str):

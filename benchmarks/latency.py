@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> dict:
                     else np.random.default_rng(0).normal(size=(batch, 11)).astype(np.float32)
                 if batch == 1:
                     obs = obs[0]
-                fn = lambda: agent.act(obs, num_samples=n, batch_invariant=invariant)  # noqa: E731
+                fn = lambda agent=agent, obs=obs, n=n, inv=invariant: agent.act(  # noqa: E731  (bound now)
+                    obs, num_samples=n, batch_invariant=inv)
                 flops = count_flops(fn)
                 est = flops / peaks[precision]
                 if est > args.max_seconds_per_call:

@@ -49,13 +49,9 @@ def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: 
     trainer = Trainer(agent, synthetic(100_000, device),
                       TrainerConfig(steps=10**6, batch_size=batch, precision=precision), device=device)
 
-    def critic_and_actor() -> dict:  # the work of d3rlpy's IQL step: V, twin Q, Polyak, AWR Gaussian actor
-        batch_ = trainer.sample_batch()
-        obs = agent.normalize_obs(batch_.obs)
-        return trainer.update_critic(batch_, obs=obs) | trainer.update_extras(obs, batch_.actions)
-
+    # "critic-awr" is the work of d3rlpy's IQL step: V, twin Q, Polyak and the AWR Gaussian actor
     step = {"full": trainer.train_step, "critic": lambda: trainer.update_critic(trainer.sample_batch()),
-            "critic-awr": critic_and_actor}[kind]
+            "critic-awr": lambda: trainer.update_critic_and_extras(trainer.sample_batch())}[kind]
     flops = count_flops(step)
     for _ in range(10):
         step()
@@ -93,7 +89,7 @@ def measure_conversion(source: str) -> dict:
     episodes = list(src.iterate_episodes())
     reps = -(-1_000_000 // src.total_steps)
     buffers, total = [], 0
-    for r in range(reps):
+    for _ in range(reps):
         for ep in episodes:
             n = min(len(ep.actions), 1_000_000 - total)
             if n <= 0:

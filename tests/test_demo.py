@@ -11,8 +11,16 @@ def test_demo_runs_a_saved_agent(tmp_path, capsys):
     assert "Hopper-v5" in out and "normalized score" in out
 
 
-def test_demo_embedded_agent_path_is_inside_the_repo():
-    assert demo.EMBEDDED.parts[-3:] == ("benchmarks", "pretrained", "hopper-medium-v0")
+def test_demo_embedded_agent_is_package_data():
+    import tomllib
+    from pathlib import Path
+
+    import aligniql
+
+    assert demo.EMBEDDED.parent.parent == Path(aligniql.__file__).resolve().parent  # not the working directory
+    assert demo.EMBEDDED.parts[-2:] == ("pretrained", "hopper-medium-v0")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "pretrained/*/*" in pyproject["tool"]["setuptools"]["package-data"]["aligniql"]
 
 
 def test_embedded_agent_loads_strictly_and_acts():

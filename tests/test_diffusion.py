@@ -8,7 +8,7 @@ from aligniql.networks import Denoiser
 
 
 def test_vp_schedule_t5_pinned():
-    # ALGORITHM.md §4.2
+    # docs/algorithm.md §4.2
     s = make_schedule("vp", 5)
     assert s.betas == pytest.approx([0.195875, 0.458818, 0.635781, 0.754878, 0.835031], abs=1e-6)
     assert s.alphas == pytest.approx([0.804125, 0.541182, 0.364219, 0.245122, 0.164969], abs=1e-6)
@@ -43,7 +43,7 @@ class LinearEps(Denoiser):
         return torch.zeros(obs.shape[0], 1), torch.ones(1, 1), torch.ones(1, 1)
 
     def time_embedding(self, t):
-        return t  # the step index as sample() passes it (raw 0..T-1, as in training: ALGORITHM.md §12.2.4)
+        return t  # the step index as sample() passes it (raw 0..T-1, as in training: docs/algorithm.md §12.2.4)
 
     def trunk(self, h):
         return 0.3 * h - 0.1
@@ -51,7 +51,7 @@ class LinearEps(Denoiser):
 
 def _reverse_by_hand(s, noise, clip):
     x = noise[0]
-    for t in reversed(range(5)):  # the reverse update of ALGORITHM.md §4.4 written out by hand
+    for t in reversed(range(5)):  # the reverse update of docs/algorithm.md §4.4 written out by hand
         eps = 0.3 * (x + t) - 0.1
         x = (x - s.betas[t] / math.sqrt(1 - s.alpha_bars[t]) * eps) / math.sqrt(s.alphas[t])
         x = x + (math.sqrt(s.betas[t]) * noise[t] if t > 0 else 0.0)

@@ -212,7 +212,7 @@ def test_hand_written_loops(dict_obs):
 
 def test_cli_on_a_saved_agent(tmp_path, capsys):
     folder = make_agent(env_id="Hopper-v5").save_pretrained(tmp_path / "agent")
-    from aligniql.evaluate import main
+    from aligniql.eval_cli import main
 
     assert main([str(folder), "--episodes", "2", "--max-episode-steps", "5", "--num-envs", "2",
                  "--json", str(tmp_path / "r.json")]) == 0
@@ -231,7 +231,7 @@ def test_cli_on_a_saved_agent(tmp_path, capsys):
 
 def test_cli_errors_are_one_line_with_what_to_do(tmp_path, capsys):
     folder = make_agent(env_id="Hopper-v5").save_pretrained(tmp_path / "agent")
-    from aligniql.evaluate import main
+    from aligniql.eval_cli import main
 
     cases = [(["--env", "Walker2d-v5"], "flat observations of shape (11,)"),
              (["--env", "hopper-medium-v2"], "did you mean Hopper-v"),

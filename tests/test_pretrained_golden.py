@@ -1,4 +1,4 @@
-"""Golden actions of the shipped agent (benchmarks/pretrained/hopper-medium-v0, the one `make demo` loads).
+"""Golden actions of the shipped agent (aligniql/pretrained/hopper-medium-v0, the one `make demo` loads).
 
 The numbers below were generated once by running the current code (commit cb52e75's sampling and extraction,
 model.safetensors sha256 dc9ff953...) on a CPU, with the observations and calls exactly as in these tests:

@@ -27,6 +27,7 @@ from tests.training_fixtures import (  # noqa: F401
     single_thread,
 )
 from training import train
+from training.config import TrainConfig, from_args
 from training.trainer import Trainer
 
 
@@ -41,33 +42,37 @@ def test_arguments_and_presets():
     with pytest.raises(SystemExit):
         parser.parse_args([])
     args = parser.parse_args(["--env", "antmaze-large-play-v2", "--gaussian-actor", "--multipliers", "--private"])
-    cfg = train.resolve_args(args, "D4RL/antmaze/large-play-v1", "AntMaze_Large-v4", "antmaze")
+    cfg = from_args(args).resolved("D4RL/antmaze/large-play-v1", "AntMaze_Large-v4").flat()
     assert (cfg["expectile"], cfg["awr_beta"], cfg["batch_size"], cfg["steps"]) == (0.9, 10.0, 512, 3_000_000)
     assert (cfg["eval_every"], cfg["eval_episodes"], cfg["num_samples"]) == (250_000, 50, 64)
     assert cfg["gaussian_actor"] == "awr" and cfg["multipliers"] and cfg["private"] and cfg["device"] == "auto"
+    assert cfg["reward_transform"] == "antmaze"
     assert cfg["output_dir"] == str(Path("runs") / "aligniql-antmaze-large-play-v1-seed0")
     json.dumps(cfg)
     args = parser.parse_args(["--dataset", "bench/hopper/medium-v0", "--expectile", "0.8", "--steps", "10",
                               "--gaussian-actor", "aligniql", "--no-normalize-obs", "--device", "cpu"])
-    cfg = train.resolve_args(args, "bench/hopper/medium-v0", "Hopper-v5", "locomotion")
+    cfg = from_args(args).resolved("bench/hopper/medium-v0", "Hopper-v5").flat()
     assert (cfg["expectile"], cfg["steps"], cfg["gaussian_actor"], cfg["normalize_obs"]) == (0.8, 10, "aligniql", False)
-    cfg = train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile"]), "a/b-v0",
-                             None, "none")
-    assert (cfg["selection"], cfg["holdout"]) == ("softmax", 0.05)  # expectile weights are only meant to be sampled
-    with pytest.raises(SystemExit, match="needs --selection softmax"):
-        train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile", "--selection",
-                                              "argmax"]), "a/b-v0", None, "none")
-    with pytest.raises(SystemExit, match="needs --multipliers"):
-        train.resolve_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "aligniql_hard"]), "a/b-v0",
-                           None, "none")
+    cfg = from_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile"])).resolved("a/b-v0")
+    # expectile weights are only meant to be sampled
+    assert (cfg.agent.selection, cfg.data.holdout) == ("softmax", 0.05)
+    with pytest.raises(ValueError, match="needs --selection softmax"):
+        from_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "idql_expectile", "--selection",
+                                     "argmax"]))
+    with pytest.raises(ValueError, match="needs --multipliers"):
+        from_args(parser.parse_args(["--dataset", "a/b-v0", "--extraction", "aligniql_hard"]))
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--expectile", "1.5"], r"--expectile must be in \(0, 1\)"), (["--discount", "0"], "--discount"),
-    (["--steps", "0"], "--steps must be >= 1"), (["--holdout", "1"], "--holdout"), (["--eta", "nan"], "--eta"),
-    (["--temperature", "-1"], "--temperature"), (["--num-samples", "0"], "--num-samples"),
-    (["--device", "tpu"], "--device: device must be"), (["--repo-id", "a b"], "is not a Hub repo id"),
-    *([(["--device", "cuda"], "--device: .*CUDA is not available")] if not torch.cuda.is_available() else []),
+    (["--expectile", "1.5"], r"optim.expectile \(--expectile\) must be in \(0, 1\), got 1.5"),
+    (["--discount", "0"], "--discount"), (["--steps", "0"], r"--steps\) must be >= 1"),
+    (["--holdout", "1"], "--holdout"),
+    (["--eta", "nan"], "--eta"), (["--temperature", "-1"], "--temperature"), (["--num-samples", "0"], "--num-samples"),
+    (["--critic-lr", "0"], r"--critic-lr\) must be > 0"), (["--polyak", "2"], "--polyak"),
+    (["--ema-rate", "0"], "--ema-rate"), (["--denoiser-weight-decay", "-1"], "--denoiser-weight-decay"),
+    (["--device", "tpu"], r"--device\): device must be"), (["--repo-id", "a b"], "must be a Hub repo id"),
+    (["--gaussian-actor", "awr", "--extraction", "aligniql_hard"], "needs --multipliers"),
+    *([(["--device", "cuda"], r"--device\): .*CUDA is not available")] if not torch.cuda.is_available() else []),
 ])
 def test_out_of_range_arguments_fail_before_the_dataset_loads(flags, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -94,7 +99,9 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
     assert results["evaluated"] and results["normalized_score"] == 42.0 and results["n_eval_episodes"] == 2
     train_config = json.loads((out / "train_config.json").read_text())
     assert train_config["command"].startswith("python training/train.py ") and "--steps 6" in train_config["command"]
-    assert train_config["args"]["expectile"] == 0.7 and train_config["dataset"]["reward_transform"] == "locomotion"
+    assert train_config["config"]["optim"]["expectile"] == 0.7
+    assert train_config["dataset"]["reward_transform"] == "locomotion"
+    assert TrainConfig.from_dict(train_config["config"]).flat()["seed"] == 3  # the config as saved
     total = train_config["dataset"]["transitions"]  # 5 % held out by default, scored as val/* on every log line
     assert train_config["dataset"]["held_out"] == total - int(total * 0.95) > 0
     assert all(np.isfinite(r[k]) for r in losses for k in ("val/bc", "val/value", "val/q"))
@@ -248,15 +255,24 @@ def test_cli_reports_missing_or_unpublished_datasets_cleanly(minari_root, monkey
         train.main(["--env", "hopper-medium-replay-v2"])
 
 
-def test_a_run_from_before_the_hold_out_resumes_with_holdout_0(box_dataset, tmp_path, monkeypatch):
+def test_a_run_saved_before_train_config_resumes_with_the_legacy_values(box_dataset, tmp_path, monkeypatch):
     install_fake_evaluation(monkeypatch)
     out = tmp_path / "old"
     common = ["--dataset", BOX_ID, "--steps", "4", "--eval-episodes", "0", "--output-dir", str(out)]
-    assert run(*common, "--holdout", "0") == 0
+    assert run(*common, "--holdout", "0", "--save-every", "2") == 0
+    # rewrite train_config.json as the flat argparse dump of the code before TrainConfig, from before the
+    # --holdout, --selection and --temperature flags existed
     tc = json.loads((out / "train_config.json").read_text())
-    for key in ("holdout", "selection", "temperature"):  # as written before these flags existed
-        del tc["args"][key]
-    (out / "train_config.json").write_text(json.dumps(tc))
+    cfg = TrainConfig.from_dict(tc["config"])
+    args = {k: v for k, v in cfg.flat().items() if k not in ("holdout", "selection", "temperature", "critic_lr",
+                                                           "polyak", "ema_rate", "denoiser_dropout")}
+    args |= {"domain": "locomotion", "dataset_id": BOX_ID}
+    old = {"command": tc["command"], "args": args, "trainer": cfg.trainer_config().__dict__, "dataset": tc["dataset"]}
+    (out / "train_config.json").write_text(json.dumps(old))
+    latest = json.loads((out / "training_state" / "latest.json").read_text())
+    assert latest["step"] == 4
     with pytest.raises(SystemExit, match=r"'holdout': \(0\.0, 0\.05\)"):
         run(*common, "--resume")
-    assert run(*common, "--holdout", "0", "--resume") == 0
+    with pytest.raises(SystemExit, match=r"'critic_lr': \(0\.0003, 0\.001\)"):  # from the old "trainer" part
+        run(*common, "--holdout", "0", "--critic-lr", "1e-3", "--resume")
+    assert run(*common, "--holdout", "0", "--resume") == 0  # finished: nothing to do, but it resumes

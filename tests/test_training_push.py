@@ -129,7 +129,7 @@ def test_push_checks_the_folder_repo_id_and_token_before_the_network(run_dir, mo
     assert "is not a Hub repo id" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # and train.py refuses it before loading anything
         train.main(["--dataset", BOX_ID, "--push", "--repo-id", "bad id!"])
-    assert "is not a Hub repo id" in capsys.readouterr().err
+    assert "--repo-id) must be a Hub repo id" in capsys.readouterr().err
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr(push_mod, "has_token", lambda token=None: bool(token))  # no saved login either
     sleeps: list[float] = []

@@ -284,7 +284,7 @@ def test_update_critic_matches_the_iql_formulas():
 
 
 def test_training_and_sampling_feed_the_denoiser_the_same_raw_step_index(monkeypatch):
-    # ALGORITHM.md §12.2.4: the time features see the integer step 0..T-1 (cast to float, not t / T), in
+    # docs/algorithm.md §12.2.4: the time features see the integer step 0..T-1 (cast to float, not t / T), in
     # training exactly as in sampling; otherwise the trained denoiser is sampled at steps it never saw
     from aligniql.networks import Denoiser
 

@@ -1,7 +1,7 @@
 """Helpers for the training tests: tiny Minari datasets built in-process, and a stand-in evaluator.
 
 Datasets are built from whole arrays with ``EpisodeBuffer`` + ``create_dataset_from_buffers``, which needs
-neither jax nor an env rollout (ECOSYSTEM.md §0).
+neither jax nor an env rollout (docs/training.md, Datasets).
 """
 
 from __future__ import annotations

@@ -122,25 +122,6 @@ def load_state(output_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return unflatten_state(meta["state"], tensors), meta.get("extra", {})
 
 
-def check_resume_args(output_dir: str | Path, args: dict[str, Any], may_change: set[str],
-                      legacy: dict[str, Any] | None = None) -> None:
-    """Refuse ``--resume`` when the run's defining arguments differ from those saved in ``train_config.json``.
-
-    ``legacy``: what arguments added since a run was started meant before they existed (``holdout``: 0), so
-    such a run resumes when they are passed with those values.
-    """
-    saved_path = Path(output_dir) / "train_config.json"
-    if not saved_path.is_file():
-        raise SystemExit(f"--resume: {saved_path} not found; nothing to resume in {output_dir}")
-    saved = {**(legacy or {}), **json.loads(saved_path.read_text())["args"]}
-    diff = {k: (saved.get(k), v) for k, v in args.items() if k not in may_change and saved.get(k) != v}
-    if diff:
-        why = (" (--steps also sets where the cosine learning-rate schedule reaches 0, so a run cannot be "
-               "lengthened: start a new one)") if "steps" in diff else ""
-        raise SystemExit(f"--resume: these arguments differ from the run in {output_dir} (saved, now): {diff}; "
-                         f"rerun the original command with --resume{why}")
-
-
 class StopOnInterrupt:
     """The first Ctrl-C asks the loop to stop after the current step and save; a second one aborts at once."""
 

@@ -1,6 +1,6 @@
 """Minari datasets for training: D4RL names, local-first loading, episodes -> transition tensors.
 
-ECOSYSTEM.md §1 holds the facts used here: which D4RL datasets Minari re-released, the episode layout, and
+docs/training.md (Datasets) holds the facts used here: which D4RL datasets Minari re-released, the episode layout, and
 how loading behaves without network.
 """
 
@@ -14,6 +14,7 @@ import socket
 import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,7 +24,7 @@ import torch
 from training.presets import LOCOMOTION_ENVS, domain_of
 
 logger = logging.getLogger(__name__)
-ACTION_EPS = 1e-5  # dataset actions are clipped to +-(1 - eps), as the official clip_to_eps (ALGORITHM.md §1)
+ACTION_EPS = 1e-5  # dataset actions are clipped to +-(1 - eps), as the official clip_to_eps (docs/algorithm.md §1)
 
 
 def _d4rl_table() -> dict[str, str]:
@@ -43,7 +44,7 @@ def _d4rl_table() -> dict[str, str]:
 
 
 D4RL_TO_MINARI: dict[str, str] = _d4rl_table()
-"""D4RL dataset name -> Minari dataset id (ECOSYSTEM.md §1.1). The data are re-releases, not the D4RL files."""
+"""D4RL dataset name -> Minari dataset id (docs/training.md, Datasets). The data are re-releases, not the D4RL files."""
 
 _UNPUBLISHED = re.compile(rf"^({'|'.join(LOCOMOTION_ENVS)})-(random|medium-replay|medium-expert|full-replay)-v\d$")
 
@@ -291,7 +292,7 @@ def prepare(dataset: Any, *, normalize_obs: bool = True, reward_transform: str |
     if not obs:
         raise ValueError(f"{dataset_id} has no episodes")
     obs_a, act_a, rew_a = np.concatenate(obs), np.concatenate(actions), np.concatenate(rewards)
-    act_a = np.clip(2.0 * (act_a - low) / (high - low) - 1.0, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+    act_a = to_unit_actions(act_a, low, high)
 
     transform = reward_transform or PRESETS[domain_of(dataset_id, env_id)].reward_transform
     scale, shift = 1.0, 0.0
@@ -319,3 +320,37 @@ def prepare(dataset: Any, *, normalize_obs: bool = True, reward_transform: str |
     return OfflineData(transitions, dataset_id, env_id, keys, dims, mean.astype(np.float32),
                        std.astype(np.float32), tuple(map(float, low)), tuple(map(float, high)), transform,
                        float(scale), float(shift), len(returns), *refs)
+
+
+def to_unit_actions(actions: Any, low: Any, high: Any) -> np.ndarray:
+    """Env actions -> [-1, 1], clipped to +-(1 - ACTION_EPS) as the official ``clip_to_eps`` (float64)."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    unit = 2.0 * (np.asarray(actions, np.float64) - low) / (high - low) - 1.0
+    return np.clip(unit, -1.0 + ACTION_EPS, 1.0 - ACTION_EPS)
+
+
+def from_unit_actions(actions: Any, low: Any, high: Any) -> np.ndarray:
+    """[-1, 1] -> env actions inside [low, high] (the inverse of :func:`to_unit_actions`, up to its clip)."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return np.clip(low + (np.asarray(actions, np.float64) + 1.0) * 0.5 * (high - low), low, high)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode as :func:`prepare` sees it: flat observations (``T + 1`` rows: the final one included),
+    actions in [-1, 1], transformed rewards, and whether it ended by termination (else by truncation)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: bool
+
+
+def episodes(dataset: Any, data: OfflineData) -> Iterator[Episode]:
+    """The episodes of ``dataset`` with the observation keys, action scaling and reward transform of ``data``
+    (``prepare(dataset)``): the same transitions, with their episode boundaries (for baselines that need them)."""
+    for ep in dataset.iterate_episodes():
+        yield Episode(_flat(ep.observations, data.obs_keys), to_unit_actions(ep.actions, data.action_low,
+                                                                              data.action_high),
+                      np.asarray(ep.rewards, np.float64) * data.reward_scale + data.reward_shift,
+                      bool(np.asarray(ep.terminations)[-1]))

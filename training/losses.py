@@ -1,4 +1,4 @@
-"""The losses of one AlignIQL training step, as small pure functions (ALGORITHM.md §2, §3, §4.3, §6, §7.3)."""
+"""The losses of one AlignIQL training step, as small pure functions (docs/algorithm.md §2, §3, §4.3, §6, §7.3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import torch
 
-WEIGHT_CLIP = 100.0  # IQL clips exp-advantage weights at 100 (ALGORITHM.md §3)
+WEIGHT_CLIP = 100.0  # IQL clips exp-advantage weights at 100 (docs/algorithm.md §3)
 _EXP_MAX = 80.0  # exp(80) ~ 5e34 still fits float32; beyond it the multiplier loss would be inf and its grads NaN
 
 
@@ -38,7 +38,7 @@ def denoising_loss(predicted_noise: torch.Tensor, noise: torch.Tensor) -> torch.
 
 def multiplier_losses(alpha: torch.Tensor, beta: torch.Tensor, alpha_old: torch.Tensor, beta_old: torch.Tensor,
                       q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dual losses of AlignIQL-hard's multiplier nets alpha(s), beta(s) (ALGORITHM.md §6.2).
+    """Dual losses of AlignIQL-hard's multiplier nets alpha(s), beta(s) (docs/algorithm.md §6.2).
 
     Args:
         alpha, beta: (B,) outputs of the nets being trained (with grad).
@@ -62,7 +62,7 @@ def awr_weights(q: torch.Tensor, v: torch.Tensor, awr_beta: float) -> torch.Tens
 
 
 def aligniql_weights(q: torch.Tensor, v: torch.Tensor, eta: float) -> torch.Tensor:
-    """AlignIQL's weights exp(-eta (Q - V)^2) (ALGORITHM.md §7.3), no grad; clipped at 100 like IQL's."""
+    """AlignIQL's weights exp(-eta (Q - V)^2) (docs/algorithm.md §7.3), no grad; clipped at 100 like IQL's."""
     return torch.exp(-eta * (q - v).detach().square()).clamp(max=WEIGHT_CLIP)
 
 

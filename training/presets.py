@@ -1,4 +1,9 @@
-"""Per-domain training presets (ALGORITHM.md §8): what the official launchers set, per dataset family."""
+"""Per-domain training presets (docs/algorithm.md §8): what the official launchers set, per dataset family.
+
+A :class:`Preset` is the partial ``TrainConfig`` of one domain: a value for each field that
+``training/config.py`` marks ``preset`` (and leaves ``None`` by default). ``TrainConfig.resolved`` fills
+those fields that the user left unset from the dataset's preset; a value given explicitly always wins.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
 
 @dataclass(frozen=True)
 class Preset:
-    """Defaults of one domain; every field can be overridden on the command line."""
+    """The preset fields of one domain (same names as the ``TrainConfig`` fields they fill)."""
 
     domain: str
     expectile: float

@@ -1,4 +1,4 @@
-"""One AlignIQL gradient step (ALGORITHM.md §13), and the optimizers, target nets and RNG around it.
+"""One AlignIQL gradient step (docs/algorithm.md §13), and the optimizers, target nets and RNG around it.
 
 The trainer owns an :class:`~aligniql.AlignIQLAgent` whose modules are the inference weights: the EMA
 denoiser, the *target* twin Q, V, the multiplier nets and the Gaussian actor. Online copies of the denoiser
@@ -29,7 +29,11 @@ VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Optimisation settings (ALGORITHM.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config."""
+    """Optimisation settings (docs/algorithm.md §2.4, §3, §6.2, §8.1); expectile, discount, eta are in the agent config.
+
+    ``training.config.TrainConfig.trainer_config()`` builds one from a run's config; its defaults are the
+    ``OptimConfig`` defaults.
+    """
 
     steps: int = 3_000_000
     """Step budget; the denoiser's (and Gaussian actor's) cosine learning rate reaches 0 there."""
@@ -147,17 +151,24 @@ class Trainer:
             self.schedulers[name].step()
 
     def update(self, batch: Transitions) -> dict[str, torch.Tensor]:
-        """BC -> V -> Q -> Polyak -> multipliers -> Gaussian actor, all on the same batch (ALGORITHM.md §2.2).
+        """BC -> V -> Q -> Polyak -> multipliers -> Gaussian actor, all on the same batch (docs/algorithm.md §2.2).
 
         Returns:
             Detached 0-dim tensors keyed by name; convert with ``float()`` only when logging.
         """
-        obs, next_obs = self.agent.normalize_obs(batch.obs), self.agent.normalize_obs(batch.next_obs)
+        obs = self.agent.normalize_obs(batch.obs)
         logs = self.update_denoiser(obs, batch.actions)
-        logs |= self.update_critic(batch, obs=obs, next_obs=next_obs)
-        logs |= self.update_extras(obs, batch.actions)
+        logs |= self.update_critic_and_extras(batch, obs=obs)
         self.step += 1
         return logs
+
+    def update_critic_and_extras(self, batch: Transitions, *, obs: torch.Tensor | None = None
+                                 ) -> dict[str, torch.Tensor]:
+        """A step without the diffusion BC: V, twin Q and Polyak, then the multipliers and the Gaussian actor
+        (the work of plain IQL's step when the actor is trained). Does not advance :attr:`step`."""
+        obs = self.agent.normalize_obs(batch.obs) if obs is None else obs
+        logs = self.update_critic(batch, obs=obs, next_obs=self.agent.normalize_obs(batch.next_obs))
+        return logs | self.update_extras(obs, batch.actions)
 
     def update_denoiser(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts."""
