@@ -20,6 +20,7 @@ from aligniql.config import EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLC
 from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
+from aligniql.precision import resolve_precision
 from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights, idql_expectile_log_weights,
                                 idql_log_weights, select)
 
@@ -107,13 +108,13 @@ class AlignIQLAgent(nn.Module):
         return self.obs_mean.device
 
     def set_precision(self, precision: str) -> AlignIQLAgent:
-        """``"bf16"`` runs the denoiser under bfloat16 autocast (measured 1.3-2.0x faster from 64 observations up
-        on a 2-core AVX512-BF16 CPU; for one observation the gain varies, 0.7-1.3x; see the README's
-        benchmarks). Candidates are still scored by Q and V in float32, whose ranking bf16 would blur.
-        ``"fp32"`` (default) runs everything in float32. Weights stay float32 either way."""
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        self.precision = precision
+        """``"bf16"`` runs the denoiser under bfloat16 autocast (see benchmarks/README.md for what it gains on
+        each CPU: from 64 observations up 1.3-2.0x on an AVX512-BF16 EPYC; for one observation the gain varies).
+        Candidates are still scored by Q and V in float32, whose ranking bf16 would blur. ``"fp32"`` (default)
+        runs everything in float32. ``"auto"``: bf16 where the agent's current device multiplies bf16 natively
+        (AMX or AVX512-BF16 CPUs, bf16-capable GPUs), else fp32; ``agent.precision`` says which. Weights stay
+        float32 either way."""
+        self.precision = resolve_precision(precision, self.device)
         return self
 
     def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:

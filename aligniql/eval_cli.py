@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aligniql.config import EXTRACTIONS, SELECTIONS
+from aligniql.precision import PRECISIONS
 
 
 def _default_env(config: Any) -> str | None:
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selection", choices=SELECTIONS, help="default: the agent's config")
     p.add_argument("--temperature", type=float, help="softmax temperature (default: the agent's config)")
     p.add_argument("--eta", type=float, help="AlignIQL strength (default: the agent's config)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="denoiser precision")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="denoiser precision; auto: bf16 where the CPU/GPU has native bf16 matmuls")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     args = p.parse_args(argv)
     if args.video:

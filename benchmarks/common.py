@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from aligniql.hub import sha256_of as file_sha256  # noqa: F401  (re-exported for the benchmark scripts)
+from aligniql.precision import cpu_features
 from training.push import git_sha  # noqa: F401  (re-exported for the benchmark scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,16 +27,6 @@ def seed_stats(scores: list[float]) -> dict:
             "std_ddof": 1}
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -44,7 +36,8 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu, "cpu_features": cpu_features(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()

@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aligniql.agent import resolve_device
 from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig
+from aligniql.precision import PRECISIONS, resolve_precision
 from training.presets import PRESETS, Preset, dataset_slug, preset_for
 from training.trainer import GAUSSIAN_WEIGHTS, TrainerConfig
 
 SAVED_FORMAT = 2
 """``train_config.json`` format: 2 holds ``config`` (this tree); 1 (before TrainConfig) held flat ``args``."""
-PRECISIONS = ("fp32", "bf16")
 _MISSING = dataclasses.MISSING
 
 
@@ -237,7 +238,8 @@ class OptimConfig(_Group):
     """Rate of the EMA denoiser that acts."""
     precision: str = option(_T.precision, choices=PRECISIONS)
     """bf16: the denoiser's forward/backward under bfloat16 autocast (fp32 master weights; the critic stays
-    fp32; ~1.35x faster on AVX512-BF16 CPUs)."""
+    fp32; ~1.2-1.35x faster on AVX512-BF16 CPUs). auto: bf16 where the training device has native bf16 matmuls
+    (AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32; train_config.json records which was used."""
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,8 @@ class TrainConfig:
             flat["output_dir"] = str(Path("runs") / f"aligniql-{dataset_slug(dataset_id)}-seed{flat['seed']}")
         if flat["selection"] is None:  # expectile weights are only meant to be sampled
             flat["selection"] = "softmax" if flat["extraction"] == "idql_expectile" else "argmax"
+        if flat["precision"] == "auto":  # the saved config (and the model card) say what this machine ran
+            flat["precision"] = resolve_precision("auto", resolve_device(flat["device"]))
         return TrainConfig.create(**flat)
 
     # ------------------------------------------------------------------ reading

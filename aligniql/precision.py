@@ -1,0 +1,37 @@
+"""Which float precision a device runs fast: ``auto`` means bf16 where the hardware multiplies bf16 natively."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` has native bf16 matmuls: AMX tiles or AVX512-BF16 on a CPU (oneDNN then runs bf16
+    GEMMs 2-4x faster than fp32; without them bf16 is emulated and slower), bf16 support on a CUDA GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return any(bool(check()) for check in checks if check is not None)
+    return False
+
+
+def cpu_features() -> dict[str, bool]:
+    """The CPU's bf16-relevant features as torch sees them (benchmarks record them next to each figure)."""
+    cpu = getattr(torch, "cpu", None)
+    names = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported",
+             "avx512": "_is_avx512_supported", "avx2": "_is_avx2_supported"}
+    return {key: bool(getattr(cpu, fn)()) for key, fn in names.items() if hasattr(cpu, fn)}
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``fp32``/``bf16`` as given; ``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
