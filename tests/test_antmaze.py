@@ -128,3 +128,30 @@ def test_a_pointmaze_agent_trained_before_achieved_goal_was_kept_still_evaluates
     legacy = tiny_agent(obs_dim=6, act_dim=2, obs_keys=("observation", "desired_goal"), obs_key_dims=(4, 2))
     result = evaluate(legacy, "PointMaze_UMaze-v3", episodes=1, max_episode_steps=3)
     assert result.lengths == [3] and result.success_rate is not None
+
+
+def test_quality_benchmark_covers_both_antmaze_datasets_and_keeps_a_longer_budget_apart(tmp_path, monkeypatch):
+    from benchmarks import common, quality
+
+    assert {"bench/antmaze/umaze-v0", "bench/antmaze/medium-diverse-v0"} <= set(quality.DATASETS)
+    assert quality.metric_name("bench/antmaze/umaze-v0") == "success rate (%)"
+    assert quality.score_of({"success_rate": 0.3, "normalized_score": 250.0}) == 30.0
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(quality, "RESULTS", tmp_path)
+    monkeypatch.setattr(quality, "plot", lambda summary, path: None)
+    runs = []
+
+    def fake_ours(dataset, seed, args):
+        runs.append(args.steps)
+        return {"curve": [], "final": {m: {"score": float(args.steps)} for m in quality.VARIANTS}}
+
+    monkeypatch.setattr(quality, "run_ours", fake_ours)
+    base = ["--datasets", "bench/antmaze/umaze-v0", "--seeds", "0", "--skip-d3rlpy"]
+    quality.main([*base, "--steps", "30000"])
+    quality.main([*base, "--steps", "200000", "--tag", "200k"])  # not merged into the 30k seeds: trains
+    assert runs == [30000, 200000]
+    long = json.loads((tmp_path / "quality_bench_antmaze_umaze-v0_200k.json").read_text())
+    assert long["tag"] == "200k" and long["table"]["AlignIQL"]["mean"] == 200000.0
+    assert "tag" not in json.loads((tmp_path / "quality_bench_antmaze_umaze-v0.json").read_text())
+    with pytest.raises(SystemExit):
+        quality.main([*base, "--tag", "../x"])
