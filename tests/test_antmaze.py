@@ -123,6 +123,17 @@ def test_antmaze_trains_reloads_strictly_and_evaluates_in_its_eval_map(antmaze_d
     assert "| **success rate** | **0.0 %**" in card and "100 x the success rate" in card
 
 
+def test_resuming_a_run_trained_on_other_observation_keys_says_so(antmaze_dataset, tmp_path):
+    out = tmp_path / "old-keys"
+    common = [*TINY_ARGS, "--dataset", ANTMAZE_ID, "--steps", "2", "--eval-episodes", "0", "--output-dir", str(out)]
+    assert train.main(common) == 0
+    tc = json.loads((out / "train_config.json").read_text())
+    tc["dataset"]["obs_keys"] = ["observation", "desired_goal"]  # as written before achieved_goal was kept
+    (out / "train_config.json").write_text(json.dumps(tc))
+    with pytest.raises(SystemExit, match=r"trained on the observation keys \['observation', 'desired_goal'\]"):
+        train.main([*common, "--resume"])
+
+
 def test_a_pointmaze_agent_trained_before_achieved_goal_was_kept_still_evaluates():
     # its config.json records observation + desired_goal: it takes those keys from the env's full dict
     legacy = tiny_agent(obs_dim=6, act_dim=2, obs_keys=("observation", "desired_goal"), obs_key_dims=(4, 2))
