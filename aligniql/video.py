@@ -66,6 +66,29 @@ def _follow_the_agent(env: Any) -> None:
         renderer.camera_id = camera
 
 
+def _view_the_maze(env: Any) -> bool:
+    """Render gymnasium-robotics mazes (AntMaze, PointMaze) from straight above, the whole maze in view, so the
+    agent and the red goal sphere stay in the frame all episode. Their default view is a close free camera
+    (AntMaze: 4 units behind the ant, inside a wall). Returns whether the env is such a maze."""
+    unwrapped = env.unwrapped
+    maze = getattr(unwrapped, "maze", None)
+    if maze is None or not hasattr(maze, "maze_size_scaling"):
+        return False
+    # the maze env wraps a MuJoCo env (ant_env, point_env) that owns the renderer
+    inner = next((v for v in vars(unwrapped).values() if hasattr(v, "mujoco_renderer")), None)
+    renderer = getattr(inner, "mujoco_renderer", None)
+    if renderer is None or getattr(renderer, "camera_id", None) not in (None, -1):
+        return True  # a camera chosen by the caller (camera_id / camera_name) is kept
+    extent = max(maze.map_width, maze.map_length) * maze.maze_size_scaling
+    fovy = float(inner.model.vis.global_.fovy)  # the free camera's vertical field of view, degrees
+    distance = 1.1 * (extent / 2) / np.tan(np.radians(fovy) / 2)  # 10 % margin: wall tops sit nearer the lens
+    renderer.camera_id = -1
+    # maze coordinates are centred on the origin; azimuth 90 puts +x to the right and +y up in the image
+    renderer.default_cam_config = {"lookat": np.zeros(3), "distance": distance, "elevation": -90.0,
+                                   "azimuth": 90.0, "trackbodyid": -1}
+    return True
+
+
 def _record(spec: Any, policy: Any, path: Path, seed: int, max_steps: int | None,
             expected_return: float | None) -> str:
     import gymnasium as gym
@@ -76,7 +99,8 @@ def _record(spec: Any, policy: Any, path: Path, seed: int, max_steps: int | None
         fps = float(env.metadata.get("render_fps") or MAX_FPS)
         stride = max(1, round(fps / MAX_FPS))
         obs, _ = env.reset(seed=seed)
-        _follow_the_agent(env)
+        if not _view_the_maze(env):
+            _follow_the_agent(env)
         first = env.render()  # without a GL backend this fails here, before a file is opened
         writer, path = _open_writer(path, fps / stride)
         writer.append_data(first)

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
              if r != "aligniql_hard" or agent.config.use_multipliers]
     rows = [compare(agent, states, rule, seeds) for rule in rules]
     for r in rows:
-        print(f"{r['rule']:>14}: same candidate {100 * r['same_candidate']:.1f} %, Q given up {r['mean_q_given_up']:.4f}"
+        print(f"{r['rule']:>14}: same candidate {100 * r['same_candidate']:.1f} %, "
+              f"Q given up {r['mean_q_given_up']:.4f}"
               f" (candidates' Q spread {r['mean_q_spread_of_candidates']:.3f}), median |da| same slot "
               f"{r['same_slot_action_max_abs_diff_median']:.4f}")
     print("wrote", write_json(args.out, {"machine": machine(), "agent": args.agent, "dataset": dataset_id,

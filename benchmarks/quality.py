@@ -35,7 +35,8 @@ VARIANTS = {
     "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
 }
 DATASETS = ("bench/hopper/medium-v0", "bench/walker2d/medium-v0", "bench/halfcheetah/medium-v0",
-            "bench/hopper/medium-expert-v0", "bench/pointmaze/medium-v0")  # the shared datasets
+            "bench/hopper/medium-expert-v0", "bench/pointmaze/medium-v0", "bench/antmaze/umaze-v0",
+            "bench/antmaze/medium-diverse-v0")  # the shared datasets
 EVAL_SEED = 100_000  # evaluation episodes never share seeds with training
 
 
@@ -55,7 +56,7 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     from aligniql.evaluation import evaluate
     from training.train import main as train_main
 
-    out = Path(args.runs) / dataset.replace("/", "_") / f"seed{seed}"
+    out = Path(args.runs) / (dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")) / f"seed{seed}"
     argv = ["--dataset", dataset, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
             "--seed", str(seed), "--multipliers", "--gaussian-actor", "awr", "--eval-every", str(args.eval_every),
             "--eval-episodes", str(args.curve_episodes), "--output-dir", str(out), "--device", args.device,
@@ -127,7 +128,7 @@ def summarize(dataset: str, per_seed: dict, args: argparse.Namespace) -> dict:
         if scores:
             table[m] = seed_stats(scores)
     return {"dataset": dataset, "steps": args.steps, "batch_size": args.batch_size, "episodes": args.episodes,
-            "metric": metric_name(dataset),
+            "metric": metric_name(dataset), **({"tag": args.tag} if args.tag else {}),
             "table": table, "per_seed": per_seed, "machine": machine()}
 
 
@@ -176,9 +177,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="train --seeds again (finished runs are moved aside, an interrupted retrain resumes; other "
                    "seeds' results stay)")
     p.add_argument("--skip-d3rlpy", action="store_true")
+    p.add_argument("--tag", help="keeps a second budget of a dataset apart (e.g. 200k): results go to "
+                   "quality_<dataset>_<tag>.json and runs to <runs>/<dataset>_<tag>, as seeds of different budgets "
+                   "must not merge")
     args = p.parse_args(argv)
+    if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+        p.error(f"--tag must be letters, digits, '-' or '_' (it names files), got {args.tag!r}")
     for dataset in args.datasets:
-        slug = dataset.replace("/", "_")
+        slug = dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")
         path = RESULTS / f"quality_{slug}.json"
         per_seed = json.loads(path.read_text())["per_seed"] if path.exists() else {}
         if args.retrain:  # only the seeds asked for: the others' results stay

@@ -123,7 +123,7 @@ def test_dict_observations_with_multipliers_and_gaussian_actor(goal_dataset, tmp
                "--gaussian-actor", "aligniql", "--output-dir", str(out)) == 0
     assert len(calls) == 1 and json.loads((out / "results.json").read_text())["success_rate"] == 1.0
     agent = AlignIQLAgent.from_pretrained(out)
-    assert agent.config.obs_keys == ("observation", "desired_goal") and agent.config.use_multipliers
+    assert agent.config.obs_keys == ("observation", "achieved_goal", "desired_goal") and agent.config.use_multipliers
     obs = {"observation": np.zeros(4), "achieved_goal": np.zeros(2), "desired_goal": np.ones(2)}
     for extraction in ("aligniql", "aligniql_hard", "gaussian"):
         action = agent.act(obs, extraction=extraction)

@@ -66,7 +66,7 @@ def test_saved_config_round_trips_and_argv_rebuilds_it():
     ({"dataset": "a/b-v0", "expectile": 1.0}, r"optim.expectile \(--expectile\) must be in \(0, 1\), got 1.0"),
     ({"dataset": "a/b-v0", "steps": "10"}, r"optim.steps \(--steps\) must be int, got '10'"),
     ({"dataset": "a/b-v0", "multipliers": 1}, r"agent.multipliers \(--multipliers\) must be bool"),
-    ({"dataset": "a/b-v0", "precision": "fp16"}, r"must be one of fp32, bf16, got 'fp16'"),
+    ({"dataset": "a/b-v0", "precision": "fp16"}, r"must be one of fp32, bf16, auto, got 'fp16'"),
     ({"dataset": "a/b-v0", "lr": 1e-3}, r"unknown TrainConfig fields \['lr'\]"),
     ({}, "give exactly one of data.env"), ({"env": "x", "dataset": "y"}, "give exactly one of data.env"),
     ({"dataset": "a/b-v0", "extraction": "gaussian"}, "needs --gaussian-actor"),

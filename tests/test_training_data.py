@@ -103,9 +103,9 @@ def test_box_episodes_to_transitions(box_dataset):
 
 def test_dict_observations_flatten_in_config_order(goal_dataset):
     data = prepare(load_dataset(GOAL_ID))
-    assert data.obs_keys == ("observation", "desired_goal") and data.obs_key_dims == (4, 2)
+    assert data.obs_keys == ("observation", "achieved_goal", "desired_goal") and data.obs_key_dims == (4, 2, 2)
     ep = next(goal_dataset.iterate_episodes())
-    expected = np.concatenate([ep.observations["observation"], ep.observations["desired_goal"]], -1)[:-1]
+    expected = np.concatenate([ep.observations[k] for k in data.obs_keys], -1)[:-1]
     np.testing.assert_array_equal(data.transitions.obs[:len(expected)].numpy(), expected.astype(np.float32))
     assert data.reward_transform == "none" and data.reward_scale == 1.0 and data.env_id == "PointMaze_UMaze-v3"
 

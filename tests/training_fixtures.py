@@ -6,6 +6,7 @@ neither jax nor an env rollout (docs/training.md, Datasets).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 import warnings
@@ -18,6 +19,8 @@ TINY_ARGS = ["--hidden-dim", "32", "--denoiser-hidden-dim", "32", "--denoiser-bl
              "--num-samples", "4"]
 BOX_ID = "test/hopper/tiny-v0"
 GOAL_ID = "test/pointmaze/tiny-v0"
+ANTMAZE_ID = "test/antmaze/tiny-v0"
+ANTMAZE_EVAL_STEPS = 5
 NO_ENV_ID = "test/custom/no-env-v0"
 
 
@@ -71,6 +74,35 @@ def make_goal_dataset(dataset_id: str = GOAL_ID, *, episodes: int = 3, length: i
     return _create(dataset_id, buffers, env="PointMaze_UMaze-v3", ref_min_score=0.0, ref_max_score=100.0)
 
 
+def make_antmaze_dataset(dataset_id: str = ANTMAZE_ID, *, episodes: int = 3, length: int = 30, seed: int = 3):
+    """AntMaze_UMaze-v4 spaces (observation 27, achieved_goal 2, desired_goal 2; 8 actions) and an eval env spec
+    laid out like the shared datasets': the U-maze with D4RL's fixed start and goal cells, continuing at the
+    goal, and a time limit of ``ANTMAZE_EVAL_STEPS`` (the real one is 700) so that evaluating is cheap. Rewards
+    are sparse 0/1 as in AntMaze; episodes end by truncation only."""
+    import gymnasium as gym
+    import gymnasium_robotics
+    from minari.data_collector import EpisodeBuffer
+
+    gym.register_envs(gymnasium_robotics)
+    rng = np.random.default_rng(seed)
+    d4rl_umaze = [[1, 1, 1, 1, 1], [1, "r", 0, 0, 1], [1, 1, 1, 0, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
+    eval_spec = dataclasses.replace(  # EnvSpec.kwargs is what recover_environment passes on to gym.make
+        gym.spec("AntMaze_UMaze-v4"), max_episode_steps=ANTMAZE_EVAL_STEPS,
+        kwargs={"maze_map": d4rl_umaze, "reward_type": "sparse", "continuing_task": True, "reset_target": False})
+    buffers = []
+    for i, T in enumerate(episode_lengths(episodes, length)):
+        xy = np.cumsum(rng.normal(scale=0.1, size=(T + 1, 2)), axis=0) + rng.uniform(-4, 4, 2)
+        obs = {"observation": rng.normal(size=(T + 1, 27)), "achieved_goal": xy,
+               "desired_goal": np.repeat(rng.uniform(-4, 4, (1, 2)), T + 1, axis=0)}
+        trunc = np.zeros(T, dtype=bool)
+        trunc[-1] = True
+        buffers.append(EpisodeBuffer(id=i, observations=obs, actions=rng.uniform(-1, 1, (T, 8)).astype(np.float32),
+                                     rewards=(rng.uniform(size=T) > 0.7).astype(np.float64),
+                                     terminations=np.zeros(T, dtype=bool), truncations=trunc, infos={}))
+    return _create(dataset_id, buffers, env="AntMaze_UMaze-v4", eval_env=eval_spec, ref_min_score=0.0,
+                   ref_max_score=50.0)
+
+
 def make_no_env_dataset(dataset_id: str = NO_ENV_ID, *, episodes: int = 2, length: int = 20, seed: int = 2):
     """Spaces only (no env spec, so no evaluation), with action bounds [-2, 2] x [0, 1]."""
     from gymnasium import spaces
@@ -102,6 +134,11 @@ def box_dataset(minari_root: Path):
 @pytest.fixture
 def goal_dataset(minari_root: Path):
     return make_goal_dataset()
+
+
+@pytest.fixture
+def antmaze_dataset(minari_root: Path):
+    return make_antmaze_dataset()
 
 
 def install_fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> list[dict]:

@@ -214,11 +214,23 @@ class OfflineData:
     ref_max_score: float | None
 
 
+GOAL_ENV_KEYS = ("observation", "achieved_goal", "desired_goal")
+"""Gymnasium-Robotics GoalEnv keys, in the order they are concatenated (the other Box keys follow, sorted)."""
+
+
 def observation_keys(space: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """Keys (and dims) to concatenate for a Dict observation space; ``((), ())`` for a flat Box.
 
-    Goal-conditioned envs use ``observation`` then ``desired_goal``; a Dict without a Box ``desired_goal``
-    (Kitchen's per-task goals are fixed) uses ``observation`` alone; other Dicts use their Box keys sorted.
+    Every flat Box entry is kept: ``observation``, ``achieved_goal``, ``desired_goal`` first, then any other Box
+    keys sorted. ``achieved_goal`` is not redundant in general: AntMaze's 27-dim ``observation`` starts at the
+    torso height (qpos[2:]), so the ant's x, y exist only in ``achieved_goal``; in PointMaze it repeats
+    ``observation[:2]``, which costs two standardized input features and keeps one rule, read from the space
+    alone, for every goal env. Nested Dict entries are skipped: Kitchen's per-task goals are Dicts, fixed per
+    task, and its ``observation`` already holds the object state.
+
+    Raises:
+        ValueError: the space is neither a flat Box nor a Dict, or a Dict entry is a Box that is not flat or a
+            space other than a Box or a Dict (dropping it could hide what the policy needs).
     """
     from gymnasium import spaces
 
@@ -229,15 +241,15 @@ def observation_keys(space: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if not isinstance(space, spaces.Dict):
         raise ValueError(f"unsupported observation space {space}; expected a Box or a Dict of Boxes")
     subs = space.spaces
-    if "observation" in subs and isinstance(subs.get("desired_goal"), spaces.Box):
-        keys: tuple[str, ...] = ("observation", "desired_goal")
-    elif "observation" in subs:
-        keys = ("observation",)
-    else:
-        keys = tuple(sorted(k for k, s in subs.items() if isinstance(s, spaces.Box)))
-    for k in keys:
-        if not isinstance(subs[k], spaces.Box) or len(subs[k].shape) != 1:
-            raise ValueError(f"observation[{k!r}] must be a flat Box, got {subs[k]}")
+    for k, s in subs.items():
+        if isinstance(s, spaces.Dict):
+            continue
+        if not isinstance(s, spaces.Box) or len(s.shape) != 1:
+            raise ValueError(f"observation[{k!r}] must be a flat Box (or a nested Dict, which is skipped), got {s}")
+    boxes = [k for k, s in subs.items() if isinstance(s, spaces.Box)]
+    keys = tuple(k for k in GOAL_ENV_KEYS if k in boxes) + tuple(sorted(k for k in boxes if k not in GOAL_ENV_KEYS))
+    if not keys:
+        raise ValueError(f"observation space {space} has no flat Box entry to train on")
     return keys, tuple(int(subs[k].shape[0]) for k in keys)
 
 

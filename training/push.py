@@ -69,6 +69,8 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
     """Render ``training/model_card_template.md`` for a run directory; returns a ``huggingface_hub.ModelCard``."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    from training.presets import domain_of
+
     folder = Path(folder)
     config = _read_json(folder / "config.json")
     train_config = _read_json(folder / "train_config.json")
@@ -89,9 +91,9 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
         if results.get("normalized_score") is not None:
             eval_results.append(EvalResult(**common, metric_type="normalized_score", metric_name="normalized score",
                                            metric_value=round(float(results["normalized_score"]), 2)))
-        if results.get("success_rate") is not None:
-            eval_results.append(EvalResult(**common, metric_type="success_rate", metric_name="success rate",
-                                           metric_value=round(float(results["success_rate"]), 3)))
+        if results.get("success_rate") is not None:  # first: the Hub shows the first metric as the headline
+            eval_results.insert(0, EvalResult(**common, metric_type="success_rate", metric_name="success rate",
+                                              metric_value=round(float(results["success_rate"]), 3)))
     tags = [t for t in (env_id, "reinforcement-learning", "offline-reinforcement-learning",
                         "deep-reinforcement-learning", "diffusion-policy", "minari", "aligniql") if t]
     card_data = ModelCardData(model_name=name, eval_results=eval_results, library_name="aligniql", license="mit",
@@ -100,6 +102,7 @@ def render_card(folder: str | Path, repo_id: str | None = None) -> Any:
     return ModelCard.from_template(
         card_data, template_path=str(TEMPLATE), model_name=name, repo_id=repo_id, dataset_id=dataset_id,
         env_id=env_id, needs_robotics=_needs_robotics(env_id), pushed=pushed,
+        antmaze=domain_of(dataset_id, env_id) == "antmaze",
         dict_obs=bool(config.get("obs_keys")), config=config, results=results, evaluated=evaluated,
         command=train_config.get("command", "(unknown: no train_config.json)"), hparams=hparams,
         dataset=train_config.get("dataset", {}), versions=train_config.get("versions") or package_versions(),

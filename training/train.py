@@ -200,6 +200,12 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     out, seed = Path(config.run.output_dir), config.run.seed
     if config.run.resume:
         check_resume(out, config, data.dataset_id)
+        saved_keys = json.loads((out / "train_config.json").read_text()).get("dataset", {}).get("obs_keys")
+        if saved_keys is not None and tuple(saved_keys) != data.obs_keys:  # else a bare tensor-shape mismatch
+            raise RunDirError(f"--resume: the run in {out} was trained on the observation keys {saved_keys}, but "
+                              f"this code reads {list(data.obs_keys)} from the dataset (achieved_goal has been kept "
+                              "since AntMaze support); finish it with the code at its git_sha in train_config.json, "
+                              "or start it over")
         if not checkpoint.has_state(out):
             raise RunDirError(f"--resume: {out} has no saved training state (the run stopped before its first "
                               "save, or it was deleted); start over without --resume")
