@@ -54,19 +54,19 @@ def metric_name(dataset: str) -> str:
 def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     from aligniql import AlignIQLAgent
     from aligniql.evaluation import evaluate
-    from training.train import main as train_main
+    from training.config import TrainConfig
+    from training.train import train
 
     out = Path(args.runs) / (dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")) / f"seed{seed}"
-    argv = ["--dataset", dataset, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-            "--seed", str(seed), "--multipliers", "--gaussian-actor", "awr", "--eval-every", str(args.eval_every),
-            "--eval-episodes", str(args.curve_episodes), "--output-dir", str(out), "--device", args.device,
-            "--save-every", str(args.eval_every), "--eval-seed", str(EVAL_SEED)]
+    config = TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                                multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
+                                eval_episodes=args.curve_episodes, output_dir=str(out), device=args.device,
+                                save_every=args.eval_every, eval_seed=EVAL_SEED)
     if args.retrain:
         move_finished_run_aside(out)
-    if (out / "training_state").exists():
-        argv.append("--resume")  # an interrupted benchmark picks up where it stopped
     if not (out / "results.json").exists():
-        train_main(argv)
+        # an interrupted benchmark picks up where it stopped
+        train(config.replace(resume=(out / "training_state").exists()))
     curve = []
     for line in (out / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)

@@ -38,3 +38,31 @@ def test_retrain_moves_only_a_finished_run_aside(tmp_path):
     (run / "results.json").write_text("{}")  # finished: kept under another name, the seed trains anew
     aside = quality.move_finished_run_aside(run)
     assert not run.exists() and (aside / "results.json").is_file() and aside.name.startswith("seed0.before-retrain-")
+
+
+def test_run_ours_trains_through_the_config_api_and_resumes_an_interrupted_run(tmp_path, monkeypatch):
+    import argparse
+
+    import training.train
+
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        raise RuntimeError("stop after the config")  # the rest of run_ours reads the run's files
+
+    monkeypatch.setattr(training.train, "train", fake_train)
+    args = argparse.Namespace(runs=str(tmp_path), tag=None, steps=123, batch_size=64, eval_every=50,
+                              curve_episodes=2, device="cpu", retrain=False)
+    for interrupted in (False, True):
+        run = tmp_path / "bench_hopper_medium-v0" / "seed1"
+        if interrupted:
+            (run / "training_state").mkdir(parents=True)
+        try:
+            quality.run_ours("bench/hopper/medium-v0", 1, args)
+        except RuntimeError:
+            pass
+    first, again = seen
+    assert (first.optim.steps, first.optim.batch_size, first.run.seed, first.agent.multipliers) == (123, 64, 1, True)
+    assert first.agent.gaussian_actor == "awr" and first.eval.eval_seed == quality.EVAL_SEED
+    assert first.run.output_dir == str(run) and not first.run.resume and again.run.resume
