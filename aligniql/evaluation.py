@@ -57,13 +57,14 @@ class EvalResult:
             return f"{mean:.2f} +- {std or 0.0:.2f}"
 
         spread = f"(min {min(self.returns):.2f}, max {max(self.returns):.2f})"
-        rows = [("return", f"{pm(self.mean_return, self.std_return)}  {spread}")]
+        rows = []
+        if self.successes is not None:  # the headline of goal envs (D4RL's AntMaze score is 100 x success rate)
+            count = f"({sum(self.successes)}/{self.episodes})"
+            rows.append(("success rate", f"{100 * np.mean(self.successes):.1f}% {count}"))
+        rows.append(("return", f"{pm(self.mean_return, self.std_return)}  {spread}"))
         if self.normalized_score is not None:
             refs = f"(refs {self.ref_min_score:g} / {self.ref_max_score:g})"
             rows.append(("normalized score", f"{pm(self.normalized_score, self.normalized_score_std)}  {refs}"))
-        if self.successes is not None:
-            count = f"({sum(self.successes)}/{self.episodes})"
-            rows.append(("success rate", f"{100 * np.mean(self.successes):.1f}% {count}"))
         if self.terminates_at_goal is not None:
             rows.append(("at the goal", "episode ends" if self.terminates_at_goal else
                          "episode continues (return counts steps at the goal)"))

@@ -47,7 +47,7 @@ def quality() -> list[str]:
         return []
     budgets = sorted({f"{q['steps']} gradient steps at batch {q['batch_size']}, {q['episodes']} final evaluation "
                       f"episodes per seed and method" for q in runs})
-    return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate for PointMaze).", "",
+    return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate % for the PointMaze and AntMaze mazes).", "",
             *summary_table(runs), *provenance(runs),
             "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
             + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](results/{path.stem}.png)"
@@ -79,7 +79,7 @@ def extraction() -> list[str]:
     episodes = sorted({q["episodes"] for q in runs})
     return ["Act-time settings on the same checkpoints (`benchmarks/extraction.py`; "
             f"{'/'.join(map(str, episodes))} episodes per seed, the quality table's episode seeds). "
-            "Normalized score (success rate for PointMaze).", "", *summary_table(runs), *softmax_spread(runs)]
+            "Normalized score (success rate % for the PointMaze and AntMaze mazes).", "", *summary_table(runs), *softmax_spread(runs)]
 
 
 RULE_NAMES = {"aligniql": "AlignIQL", "aligniql_hard": "AlignIQL-hard", "idql": "IDQL (Q)"}
