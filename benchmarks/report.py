@@ -156,10 +156,12 @@ def latency() -> list[str]:
         out += [f"`{path.name}`: `act()` on {lat['device']} ({where}, {m['date']}; hopper dims, "
                 f"T=5, p50/p90 over repeated calls; % of the measured matmul peak of the same precision: "
                 f"{peak_text} GFLOP/s):", "",
-                "| fast path | precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for r in lat["rows"]:
+                "| fast path | precision | batch | batch-invariant | N | p50 ms | p90 ms | actions/s | GFLOP/call "
+                "| % of peak |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in lat["rows"]:  # runs before batch_invariant existed batched rows
             out.append(f"| {'compiled' if r.get('fast_path') else 'eager'} | {r['precision']} | {r['batch']} | "
+                       f"{'yes' if r.get('batch_invariant') else 'no'} | "
                        f"{r['num_samples']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['actions_per_s']:.0f} | "
                        f"{r['gflop_per_call']:.2f} | {100 * r['peak_fraction']:.0f}% |")
         out.append("")
