@@ -79,7 +79,8 @@ def extraction() -> list[str]:
     episodes = sorted({q["episodes"] for q in runs})
     return ["Act-time settings on the same checkpoints (`benchmarks/extraction.py`; "
             f"{'/'.join(map(str, episodes))} episodes per seed, the quality table's episode seeds). "
-            "Normalized score (success rate % for the PointMaze and AntMaze mazes).", "", *summary_table(runs), *softmax_spread(runs)]
+            "Normalized score (success rate % for the PointMaze and AntMaze mazes).", "", *summary_table(runs),
+            *softmax_spread(runs)]
 
 
 RULE_NAMES = {"aligniql": "AlignIQL", "aligniql_hard": "AlignIQL-hard", "idql": "IDQL (Q)"}

@@ -166,7 +166,7 @@ def build_agent(config: TrainConfig, data: OfflineData) -> AlignIQLAgent:
         use_multipliers=a.multipliers, use_gaussian_actor=bool(a.gaussian_actor), discount=o.discount,
         reward_transform=data.reward_transform, reward_scale=data.reward_scale, reward_shift=data.reward_shift,
         env_id=data.env_id, dataset_id=data.dataset_id, ref_min_score=data.ref_min_score,
-        ref_max_score=data.ref_max_score)
+        ref_max_score=data.ref_max_score, eval_env=data.eval_env)
     agent = AlignIQLAgent(agent_config)
     agent.set_normalization(data.obs_mean, data.obs_std)
     return agent
