@@ -181,7 +181,7 @@ def test_train_members_exports_ordinary_agents_that_load_strictly_and_act(tmp_pa
         assert [x["step"] for x in lines] == [3, 6]
         assert {"loss/bc", "val/bc", "loss/beta", "lr/denoiser"} <= set(lines[0])
     assert not torch.equal(weights(agents[0])["value.net.1.weight"], weights(agents[1])["value.net.1.weight"])
-    assert checkpoint.load_state(tmp_path)[1] == {"seeds": [5, 2]}
+    assert checkpoint.load_state(tmp_path)[1] == {"seeds": [5, 2], "holdout": 0.1, "transitions": 300}
     with pytest.raises(FileExistsError, match="already holds"):
         train_members(random_data(), config(), tconf, [5, 2], tmp_path, obs_mean=MEAN, obs_std=STD)
 
@@ -212,8 +212,13 @@ def test_resume_of_a_group_continues_as_the_uninterrupted_run(tmp_path, monkeypa
         assert all(torch.equal(x, y) for x, y in zip(weights(a).values(), weights(b).values()))
         assert lines("full", seed) == lines("cut", seed)
         assert [x["step"] for x in lines("cut", seed)] == list(range(1, 13))
-    with pytest.raises(ValueError, match="seeds"):
+    with pytest.raises(ValueError, match="other members or data.*seeds"):
         train_members(random_data(), agent_config, tconf, [1, 0], tmp_path / "cut", resume=True, **kwargs)
+    with pytest.raises(ValueError, match="other members or data.*holdout"):
+        train_members(random_data(), agent_config, tconf, [0, 1], tmp_path / "cut", resume=True,
+                      **{**kwargs, "holdout": 0.2})
+    with pytest.raises(FileNotFoundError, match="no saved training state"):
+        train_members(random_data(), agent_config, tconf, [0, 1], tmp_path / "none", resume=True, **kwargs)
 
 
 def test_state_dict_round_trip_through_the_checkpoint_files(tmp_path):

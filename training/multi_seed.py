@@ -552,8 +552,12 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
     trainer = MultiSeedTrainer.from_seeds(transitions, agent_configs, config, seeds, obs_mean=obs_mean,
                                           obs_std=obs_std, holdout=holdout, device=device)
     dirs = [member_dir(out, s) for s in trainer.seeds]
+    # what defines the members' data, beyond what load_state_dict checks
+    run_facts = {"seeds": trainer.seeds, "holdout": holdout, "transitions": len(transitions)}
     if resume:
         state, extra = checkpoint.load_state(out)
+        if diff := {k: (extra.get(k), v) for k, v in run_facts.items() if extra.get(k) != v}:
+            raise ValueError(f"resume: the run in {out} was started with other members or data (saved, now): {diff}")
         trainer.load_state_dict(state)
         for d in dirs:  # lines after the saved step will be logged again
             metrics = d / "metrics.jsonl"
@@ -569,7 +573,7 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
     def save() -> None:
         for k, d in enumerate(dirs):
             trainer.member_agent(k).save_pretrained(d)
-        checkpoint.save_state(trainer.state_dict(), out, extra={"seeds": trainer.seeds})
+        checkpoint.save_state(trainer.state_dict(), out, extra=run_facts)
 
     steps, log_every = config.steps, max(1, min(log_every, config.steps))
     with checkpoint.StopOnInterrupt() as stop:
