@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -167,8 +169,15 @@ def test_members_are_independent():
 
 def test_train_members_exports_ordinary_agents_that_load_strictly_and_act(tmp_path):
     tconf = TrainerConfig(steps=6, batch_size=16)
+    evaluated = []
+
+    def evaluate(seed, agent):  # a stand-in for evaluate_agent: acts, and records who was asked
+        evaluated.append((seed, agent.act(np.zeros(11, np.float32), generator=seed).shape))
+        return {"mean_return": float(seed)}
+
     agents = train_members(random_data(), config(extraction="aligniql_hard", **EXTRAS), tconf, [5, 2], tmp_path,
-                           obs_mean=MEAN, obs_std=STD, holdout=0.1, log_every=3)
+                           obs_mean=MEAN, obs_std=STD, holdout=0.1, log_every=3, eval_every=2, evaluate=evaluate)
+    assert evaluated == [(5, (3,)), (2, (3,))] * 2  # steps 2 and 4; the final evaluation is the caller's
     for seed, trained in zip([5, 2], agents):
         d = member_dir(tmp_path, seed)
         assert {"config.json", "model.safetensors", "metrics.jsonl"} <= {p.name for p in d.iterdir()}
@@ -178,6 +187,8 @@ def test_train_members_exports_ordinary_agents_that_load_strictly_and_act(tmp_pa
             action = loaded.act(np.zeros(11, np.float32), extraction=extraction, generator=0)
             assert action.shape == (3,) and np.isfinite(action).all()
         lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        assert [x.get("eval/mean_return") for x in lines if x["step"] in (2, 4)] == [float(seed)] * 2
+        lines = [x for x in lines if "loss/bc" in x]
         assert [x["step"] for x in lines] == [3, 6]
         assert {"loss/bc", "val/bc", "loss/beta", "lr/denoiser"} <= set(lines[0])
     assert not torch.equal(weights(agents[0])["value.net.1.weight"], weights(agents[1])["value.net.1.weight"])
@@ -291,5 +302,20 @@ def test_stacking_refuses_modules_it_does_not_know_and_exports_by_name():
         assert all(torch.equal(a, b) for a, b in zip(copy_.state_dict().values(), net.state_dict().values()))
 
 
-def test_interrupted_is_the_ctrl_c_signal():
-    assert issubclass(Interrupted, Exception) and not issubclass(Interrupted, KeyboardInterrupt)
+def test_ctrl_c_finishes_the_step_saves_the_group_and_resumes(tmp_path, monkeypatch):
+    tconf, original = TrainerConfig(steps=8, batch_size=16), MultiSeedTrainer.train_step
+
+    def interrupt_at_3(self):
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C: StopOnInterrupt lets this step finish
+        return original(self)
+
+    monkeypatch.setattr(MultiSeedTrainer, "train_step", interrupt_at_3)
+    with pytest.raises(Interrupted):
+        train_members(random_data(), config(), tconf, [0, 1], tmp_path, obs_mean=MEAN, obs_std=STD)
+    assert checkpoint.load_state(tmp_path)[0]["step"] == 4
+    assert all(AlignIQLAgent.from_pretrained(member_dir(tmp_path, s)) is not None for s in (0, 1))
+    monkeypatch.setattr(MultiSeedTrainer, "train_step", original)
+    agents = train_members(random_data(), config(), tconf, [0, 1], tmp_path, obs_mean=MEAN, obs_std=STD,
+                           resume=True)
+    assert checkpoint.load_state(tmp_path)[0]["step"] == 8 and len(agents) == 2

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -520,7 +520,9 @@ def member_dir(output_dir: str | Path, seed: int) -> Path:
 def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequence[AlignIQLConfig],
                   config: TrainerConfig, seeds: Sequence[int], output_dir: str | Path, *, obs_mean: Any = None,
                   obs_std: Any = None, holdout: float = 0.0, device: str | torch.device = "cpu",
-                  log_every: int = 1000, save_every: int = 25_000, resume: bool = False) -> list[AlignIQLAgent]:
+                  log_every: int = 1000, save_every: int = 25_000, resume: bool = False, eval_every: int = 0,
+                  evaluate: Callable[[int, AlignIQLAgent], dict[str, Any] | None] | None = None
+                  ) -> list[AlignIQLAgent]:
     """Train one member per seed to ``config.steps`` and export member k to ``<output_dir>/seed<k>/``.
 
     Each member directory gets what a single-seed run's agent export is (``config.json``, ``model.safetensors``,
@@ -535,6 +537,9 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
         log_every: steps between metrics lines (losses, validation losses, learning rates).
         save_every: steps between exports of the state and the members (0: only at the end).
         resume: continue the group's saved state in ``output_dir`` instead of starting.
+        eval_every, evaluate: every ``eval_every`` steps before the last, ``evaluate(seed, agent)`` for each
+            member (e.g. ``training.trainer.evaluate_agent`` with that member's evaluation seed); a returned
+            dict goes to the member's ``metrics.jsonl`` as ``eval/<key>``. The final evaluation is the caller's.
 
     Returns:
         The trained member agents, in seed order.
@@ -542,8 +547,11 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
     Raises:
         Interrupted: after Ctrl-C, once the state and the members are saved.
     """
-    if log_every < 1 or save_every < 0:
-        raise ValueError(f"log_every must be >= 1 and save_every >= 0, got {log_every}, {save_every}")
+    if log_every < 1 or save_every < 0 or eval_every < 0:
+        raise ValueError(f"log_every must be >= 1, save_every and eval_every >= 0, got {log_every}, {save_every}, "
+                         f"{eval_every}")
+    if eval_every and evaluate is None:
+        raise ValueError("eval_every needs an evaluate(seed, agent) function")
     out = Path(output_dir)
     if resume and not checkpoint.has_state(out):
         raise FileNotFoundError(f"resume: {out} has no saved training state; start without resume")
@@ -595,6 +603,12 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
                                                  f"{step}; the last saved state is in {out}")
                     with open(d / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(record) + "\n")
+            if eval_every and step % eval_every == 0 and step < steps:
+                for k, d in enumerate(dirs):
+                    result = evaluate(trainer.seeds[k], trainer.member_agent(k))
+                    if result is not None:
+                        with open(d / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps({"step": step, **{f"eval/{n}": v for n, v in result.items()}}) + "\n")
             if save_every and step % save_every == 0 and step < steps:
                 save()
         save()  # still inside: a Ctrl-C now waits until the files are written
