@@ -97,23 +97,40 @@ def test_sweep_trains_loadable_agents_and_aggregates_their_scores(sweep):
     assert f"| {BOX_ID} | {table[BOX_ID]['mean']:.1f} ± {table[BOX_ID]['std']:.1f} (2) |" in md
 
 
-def test_failed_trial_is_retried_from_its_checkpoint_and_ends_as_if_uninterrupted(sweep, local_ray):
+def assert_ends_as_if_uninterrupted(run_dir: Path, scratch: Path) -> None:
+    """The trial's result and final losses equal those of the same config trained here in one go."""
     from training.config import TrainConfig
     from training.train import train
 
-    assert (sweep["faults"] / "failed").read_text() == "10"
-    steps = [s["step"] for s in saves(sweep["faults"]) if s["key"] == FAIL_KEY]
-    assert steps == [10, 20]  # failed after step 10, resumed there: step 10 was not trained again
-    run_dir = sweep["dir"] / "runs" / FAIL_KEY
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss/bc" in m] == [5, 10, 15, 20]  # no line twice after the resume
     params = TrainConfig.from_dict(json.loads((run_dir / "train_config.json").read_text())["config"])
-    reference = train(params.replace(output_dir=str(local_ray / "uninterrupted"), threads=1))
-    mine, theirs = results_of(run_dir), results_of(reference)
-    assert mine["returns"] == pytest.approx(theirs["returns"], rel=1e-4)
+    reference = train(params.replace(output_dir=str(scratch), threads=1))
+    assert results_of(run_dir)["returns"] == pytest.approx(results_of(reference)["returns"], rel=1e-4)
     final = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines() if "loss/bc" in x][-1]
     for k in ("loss/bc", "loss/value", "loss/q"):
         assert [m for m in metrics if "loss/bc" in m][-1][k] == pytest.approx(final[k], rel=1e-4)
+
+
+def test_failed_trial_is_retried_from_its_checkpoint_and_ends_as_if_uninterrupted(sweep, local_ray):
+    assert (sweep["faults"] / "failed").read_text() == "10"
+    steps = [s["step"] for s in saves(sweep["faults"]) if s["key"] == FAIL_KEY]
+    assert steps == [10, 20]  # failed after step 10, resumed there: step 10 was not trained again
+    assert_ends_as_if_uninterrupted(sweep["dir"] / "runs" / FAIL_KEY, local_ray / "uninterrupted")
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_is_replaced_and_its_trial_resumes(local_ray):
+    faults = local_ray / "kill-faults"
+    faults.mkdir()
+    spec = SweepSpec(datasets=(BOX_ID,), seeds=(3,), steps=20, settings=SETTINGS)
+    key = "hopper-tiny-v0-seed3"
+    run_sweep(spec, storage=local_ray / "kill-sweeps", on_save=TrialFaults(faults, fail_key=key, how="kill"),
+              verbose=0)
+    log = saves(faults)
+    assert [s["step"] for s in log] == [10, 20] and log[0]["pid"] != log[1]["pid"]  # a new worker process
+    assert_ends_as_if_uninterrupted(local_ray / "kill-sweeps" / spec.default_name() / "runs" / key,
+                                    local_ray / "kill-uninterrupted")
 
 
 def test_interrupted_sweep_finishes_with_the_same_call_without_retraining(sweep):
