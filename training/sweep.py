@@ -267,10 +267,14 @@ def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Pa
     train_config = TrainConfig.from_dict(params["config"])
     resume = state_step(run_dir) >= 0
 
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()  # in Tune's result.json: where each trial ran
+
     def report(step: int, out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="aligniql-ckpt-") as staging:
             pack_checkpoint(out, Path(staging))
-            tune.report({"step": step, "done": False, **last_metrics(out)},
+            tune.report({"step": step, "done": False, "node_id": node, **last_metrics(out)},
                         checkpoint=tune.Checkpoint.from_directory(staging))
         if on_save is not None:
             on_save(params, step, out)
@@ -278,7 +282,8 @@ def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Pa
     out = train(train_config.replace(resume=resume), command=f"{SCRIPT} (trial {params['key']})", on_save=report)
     result = json.loads((out / "results.json").read_text())
     score = score_of(result)
-    tune.report({"step": result["step"], "done": True, **({"score": score} if score is not None else {})})
+    tune.report({"step": result["step"], "done": True, "node_id": node,
+                 **({"score": score} if score is not None else {})})
 
 
 # ---------------------------------------------------------------------- results
