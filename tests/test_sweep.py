@@ -43,7 +43,8 @@ def local_ray(tmp_path_factory):
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         make_box_dataset()
         make_box_dataset(OTHER_ID, seed=5)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address='local': a new Ray here, never a cluster that `ray start` left on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield root
         finally:

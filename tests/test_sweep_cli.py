@@ -120,3 +120,11 @@ def test_push_publishes_every_agent_and_a_collection_card(finished_sweep, monkey
     assert "| 42.0 |" in card and "42.0 ± 0.0 (2)" in card
     assert {"results.json", "results.csv", "results.md"} <= set(hub.uploads[-1]["files"])
     assert SECRET not in caplog.text and all(SECRET not in json.dumps(u, default=str) for u in hub.uploads)
+
+
+def test_learning_curves_png_when_matplotlib_is_there(finished_sweep):
+    pytest.importorskip("matplotlib", reason="curves.png needs matplotlib (the [bench] extra); without it the "
+                        "table is written and the plot skipped")
+    spec, sweep_dir = finished_sweep
+    sw.write_results(spec, sweep_dir)
+    assert (sweep_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"

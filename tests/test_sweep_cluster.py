@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def two_nodes(tmp_path):
             except ProcessLookupError:
                 pass
         os.environ.pop("MINARI_DATASETS_PATH", None)
+        # `ray start --head` leaves its address for `ray.init("auto")` in /tmp/ray: drop it if it names ours
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(":" + address.split(":")[1]):
+            current.unlink()
 
 
 @pytest.mark.slow

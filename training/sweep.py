@@ -474,8 +474,8 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path = "sweeps", name: str | No
         name: default ``sweep-<hash of spec>``, so that the same command resumes the same sweep.
         cpus_per_trial, gpus_per_trial: each trial's Ray resources (fractional GPUs share one device).
         max_failures: retries of a failed trial, each from its last checkpoint.
-        address: the Ray cluster (``auto``, ``ray://host:10001``); ``None`` starts Ray on this machine unless
-            Ray is already initialised.
+        address: the Ray cluster (``auto``: the one ``ray start`` runs on this machine; ``ray://host:10001``);
+            ``None`` starts Ray on this machine alone. An initialised Ray (``ray.init`` before) is used as it is.
         on_save: ``on_save(trial params, step, run dir)`` in the worker after each checkpoint (fault injection).
         callbacks: extra ``ray.tune.Callback`` objects for the driver.
 
@@ -503,8 +503,8 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path = "sweeps", name: str | No
     atomic_write_text(sweep_dir / SPEC_FILE, json.dumps({"spec": spec.to_dict(), "trials": len(params),
                                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                         indent=2) + "\n")
-    if not ray.is_initialized():
-        ray.init(address=address)
+    if not ray.is_initialized():  # no address: Ray on this machine only (a cluster needs --address auto)
+        ray.init(address=address or "local")
     threads = max(1, math.floor(cpus_per_trial))
     for p in params:  # torch threads follow the trial's CPUs unless --set threads=... says otherwise
         if "threads" not in spec.settings:
