@@ -108,6 +108,10 @@ class AlignIQLConfig:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     """Reference returns of the dataset (random / expert), for normalized scores without the dataset."""
+    eval_env: dict[str, Any] | None = None
+    """The Gymnasium ``EnvSpec`` (as its JSON object) of the dataset's evaluation env, kwargs included: a maze's
+    fixed start and goal map and its time limit, which ``env_id`` alone does not give. ``evaluate`` uses it, so
+    the agent is scored in its benchmark env without the dataset."""
     format_version: int = FORMAT_VERSION
     """Checkpoint format; loading a newer one than this package knows is refused."""
 
@@ -162,6 +166,8 @@ class AlignIQLConfig:
         need(self.extraction != "idql_expectile" or self.selection == "softmax", EXPECTILE_ARGMAX)
         need(self.extraction != "gaussian" or self.use_gaussian_actor,
              "extraction='gaussian' needs use_gaussian_actor=True")
+        need(self.eval_env is None or (isinstance(self.eval_env, dict) and isinstance(self.eval_env.get("id"), str)),
+             f"eval_env must be an EnvSpec's JSON object with an 'id', got {self.eval_env!r:.100}")
         need(isinstance(self.format_version, int) and self.format_version <= FORMAT_VERSION,
              f"format_version {self.format_version} is newer than this aligniql understands "
              f"({FORMAT_VERSION}); upgrade aligniql")

@@ -32,7 +32,7 @@ def load(name: str | None) -> tuple[AlignIQLAgent, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", help="local directory or Hub repo id (default: the embedded Hopper agent)")
-    p.add_argument("--env", help="Gymnasium env id (default: the agent's config.env_id)")
+    p.add_argument("--env", help="Gymnasium env id (default: the eval env the agent's config records)")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video", default="runs/demo/replay.mp4",
@@ -40,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     agent, source = load(args.agent)
-    env_id = args.env or agent.config.env_id
-    if env_id is None:
-        p.error("the agent's config has no env_id; pass --env")
-    from aligniql.evaluation import evaluate
+    from aligniql.evaluation import agent_env, evaluate
 
+    try:  # the dataset's eval env (a maze's fixed start and goal) when the config records it
+        env = args.env or agent_env(agent.config)
+    except ValueError as e:
+        p.error(str(e))
     t0 = time.perf_counter()
-    result = evaluate(agent, env_id, episodes=args.episodes, num_envs=args.episodes, seed=args.seed,
+    result = evaluate(agent, env, episodes=args.episodes, num_envs=args.episodes, seed=args.seed,
                       record_video=args.video or None)
+    env_id = env if isinstance(env, str) else env.id
     print(f"agent: {source}  env: {env_id}  extraction: {agent.config.extraction} N={agent.config.num_samples}")
     print(result)
     print(f"({time.perf_counter() - t0:.1f} s)")

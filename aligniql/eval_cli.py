@@ -22,7 +22,7 @@ from aligniql.config import EXTRACTIONS, SELECTIONS
 from aligniql.precision import PRECISIONS
 
 
-def _default_env(config: Any) -> str | None:
+def _default_env(config: Any) -> Any:
     if config.dataset_id:
         try:
             import minari
@@ -31,7 +31,11 @@ def _default_env(config: Any) -> str | None:
                 return config.dataset_id
         except ImportError:
             pass
-    return config.env_id
+    if config.eval_env is None and config.env_id is None:
+        return None
+    from aligniql.evaluation import agent_env
+
+    return agent_env(config)
 
 
 def main(argv: list[str] | None = None) -> int:

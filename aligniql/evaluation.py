@@ -57,13 +57,14 @@ class EvalResult:
             return f"{mean:.2f} +- {std or 0.0:.2f}"
 
         spread = f"(min {min(self.returns):.2f}, max {max(self.returns):.2f})"
-        rows = [("return", f"{pm(self.mean_return, self.std_return)}  {spread}")]
+        rows = []
+        if self.successes is not None:  # the headline of goal envs (D4RL's AntMaze score is 100 x success rate)
+            count = f"({sum(self.successes)}/{self.episodes})"
+            rows.append(("success rate", f"{100 * np.mean(self.successes):.1f}% {count}"))
+        rows.append(("return", f"{pm(self.mean_return, self.std_return)}  {spread}"))
         if self.normalized_score is not None:
             refs = f"(refs {self.ref_min_score:g} / {self.ref_max_score:g})"
             rows.append(("normalized score", f"{pm(self.normalized_score, self.normalized_score_std)}  {refs}"))
-        if self.successes is not None:
-            count = f"({sum(self.successes)}/{self.episodes})"
-            rows.append(("success rate", f"{100 * np.mean(self.successes):.1f}% {count}"))
         if self.terminates_at_goal is not None:
             rows.append(("at the goal", "episode ends" if self.terminates_at_goal else
                          "episode continues (return counts steps at the goal)"))
@@ -85,7 +86,7 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, seed: int = 0,
+def evaluate(agent: Any, env: Any = None, *, episodes: int = 10, num_envs: int = 1, seed: int = 0,
              vectorization: str = "sync", record_video: str | os.PathLike | None = None,
              max_episode_steps: int | None = None, ref_scores: tuple[float, float] | None = None,
              batch_invariant: bool = True, **act_overrides: Any) -> EvalResult:
@@ -96,8 +97,9 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
     Args:
         agent: an ``AlignIQLAgent`` (or the folder / Hub repo id to load one from), or any object with
             ``act(batched_obs) -> actions`` (its randomness is then its own).
-        env: a Gymnasium env id, a ``gym.Env``, a ``gym.vector.VectorEnv`` (any autoreset mode; its own
-            ``num_envs`` counts), or a local Minari dataset id (its eval env and reference scores).
+        env: a Gymnasium env id or ``EnvSpec``, a ``gym.Env``, a ``gym.vector.VectorEnv`` (any autoreset mode;
+            its own ``num_envs`` counts), or a local Minari dataset id (its eval env and reference scores).
+            Default: the env the agent was trained to be scored in (:func:`agent_env`).
         episodes: number of episodes.
         num_envs: sub-environments stepped together when ``env`` is an id.
         seed: seed of episode 0.
@@ -133,6 +135,8 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
         from aligniql.video import configure_headless_gl
 
         configure_headless_gl()
+    if env is None:
+        env = agent_env(getattr(agent, "config", None))
     envs, spec, dataset_id, refs = _open(env, num_envs, episodes, vectorization, max_episode_steps)
     env_id = spec.id if spec is not None else None
     try:
@@ -152,7 +156,7 @@ def evaluate(agent: Any, env: Any, *, episodes: int = 10, num_envs: int = 1, see
         goal = successes is not None or "desired_goal" in getattr(envs.single_observation_space, "spaces", {})
         at_goal = _terminates_at_goal(envs, spec) if goal else None
     finally:
-        if isinstance(env, str):  # built here; envs passed in stay open for the caller
+        if _builds_its_env(env):  # built here; envs passed in stay open for the caller
             envs.close()
 
     refs = ref_scores or refs or _config_refs(agent, env_id, dataset_id)
@@ -184,13 +188,48 @@ class _Policy:
         return self.agent.act(obs, generator=gens, batch_invariant=self.batch_invariant, **self.overrides)
 
 
+def agent_env(config: Any) -> Any:
+    """The env an agent is scored in: the dataset's eval ``EnvSpec`` its config records (a maze's fixed start and
+    goal map, the time limit), else its ``env_id``."""
+    if config is None or (config.eval_env is None and config.env_id is None):
+        raise ValueError("this agent's config records no eval env (env_id / eval_env): pass env=")
+    if config.eval_env is None:
+        return config.env_id
+    import json
+
+    from gymnasium.envs.registration import EnvSpec
+
+    _register_robotics(config.eval_env["id"])
+    return EnvSpec.from_json(json.dumps(config.eval_env))
+
+
+def _builds_its_env(env: Any) -> bool:
+    from gymnasium.envs.registration import EnvSpec
+
+    return isinstance(env, (str, EnvSpec))
+
+
+def _register_robotics(env_id: str) -> None:
+    """Maze, Adroit and Kitchen envs are registered only by gymnasium_robotics."""
+    import gymnasium as gym
+
+    if env_id not in gym.registry:
+        try:
+            import gymnasium_robotics
+
+            gym.register_envs(gymnasium_robotics)
+        except ImportError:
+            pass
+
+
 def _open(env: Any, num_envs: int, episodes: int, vectorization: str, max_steps: int | None) -> tuple[Any, ...]:
     """-> (vector env, EnvSpec or None, dataset id or None, reference scores or None)."""
     import gymnasium as gym
 
     disabled = gym.vector.AutoresetMode.DISABLED  # evaluation resets each finished sub-env with its next seed
-    if isinstance(env, str):
-        spec, dataset_id, refs = _resolve_name(env)
+    if _builds_its_env(env):
+        spec, dataset_id, refs = (env, None, None) if isinstance(env, gym.envs.registration.EnvSpec) \
+            else _resolve_name(env)
         make = partial(gym.make, spec, max_episode_steps=max_steps)
         vector_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
         return vector_cls([make] * min(num_envs, episodes), autoreset_mode=disabled), spec, dataset_id, refs
@@ -267,12 +306,7 @@ def _resolve_name(name: str) -> tuple[Any, str | None, tuple[float, float] | Non
     if name not in gym.registry and ":" not in name:
         if "/" in name:  # Minari ids are namespace/name-vN; Gymnasium ids rarely have a namespace
             return _dataset_env(name)
-        try:  # maze, Adroit and Kitchen ids are registered only by gymnasium_robotics
-            import gymnasium_robotics
-
-            gym.register_envs(gymnasium_robotics)
-        except ImportError:
-            pass
+        _register_robotics(name)
     try:
         return gym.spec(name), None, None
     except gym.error.Error as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +82,11 @@ class ResidualBlock(nn.Module):
         self.fc1 = _lecun(nn.Linear(dim, 4 * dim))
         self.fc2 = _lecun(nn.Linear(4 * dim, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(F.silu(self.fc1(self.norm(self.dropout(x)))))
+    def forward(self, x: torch.Tensor, dropout_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``dropout_mask``: kept units already scaled by 1 / (1 - p), drawn by the caller from its own generator
+        (training), so that a run's masks do not depend on torch's global RNG; ``None`` uses ``self.dropout``."""
+        kept = self.dropout(x) if dropout_mask is None else x * dropout_mask
+        return x + self.fc2(F.silu(self.fc1(self.norm(kept))))
 
 
 class Denoiser(nn.Module):
@@ -104,15 +108,19 @@ class Denoiser(nn.Module):
         """(M, 1) float step index -> (M, 2*time_dim) conditioning."""
         return self.time_mlp(self.time_features(t))
 
-    def trunk(self, h: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            h = block(h)
+    def trunk(self, h: torch.Tensor, dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if dropout_masks is None else dropout_masks[i])
         return self.output(F.silu(h))  # activation before the head, as IDQL (docs/algorithm.md §12.2.5)
 
-    def forward(self, obs: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict the noise. obs (M, S), noisy_actions (M, A), t (M, 1) float -> (M, A)."""
+    def forward(self, obs: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor,
+                dropout_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Predict the noise. obs (M, S), noisy_actions (M, A), t (M, 1) float -> (M, A).
+
+        ``dropout_masks``: one (M, hidden) mask per block (see :meth:`ResidualBlock.forward`), or ``None``.
+        """
         cond = self.time_embedding(t)
-        return self.trunk(self.input(torch.cat([noisy_actions, obs, cond], dim=-1)))
+        return self.trunk(self.input(torch.cat([noisy_actions, obs, cond], dim=-1)), dropout_masks)
 
     def split_input(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split the first layer so sampling can project the state once instead of at every step.
@@ -133,4 +141,5 @@ class GaussianActor(nn.Module):
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tanh(self.net(obs)), self.log_std.clamp(-5.0, 2.0).expand(obs.shape[0], -1)
+        mean = torch.tanh(self.net(obs))
+        return mean, self.log_std.clamp(-5.0, 2.0).expand_as(mean)

@@ -47,7 +47,7 @@ def quality() -> list[str]:
         return []
     budgets = sorted({f"{q['steps']} gradient steps at batch {q['batch_size']}, {q['episodes']} final evaluation "
                       f"episodes per seed and method" for q in runs})
-    return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate for PointMaze).", "",
+    return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate % for the PointMaze and AntMaze mazes).", "",
             *summary_table(runs), *provenance(runs),
             "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
             + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](results/{path.stem}.png)"
@@ -79,7 +79,8 @@ def extraction() -> list[str]:
     episodes = sorted({q["episodes"] for q in runs})
     return ["Act-time settings on the same checkpoints (`benchmarks/extraction.py`; "
             f"{'/'.join(map(str, episodes))} episodes per seed, the quality table's episode seeds). "
-            "Normalized score (success rate for PointMaze).", "", *summary_table(runs), *softmax_spread(runs)]
+            "Normalized score (success rate % for the PointMaze and AntMaze mazes).", "", *summary_table(runs),
+            *softmax_spread(runs)]
 
 
 RULE_NAMES = {"aligniql": "AlignIQL", "aligniql_hard": "AlignIQL-hard", "idql": "IDQL (Q)"}
@@ -156,10 +157,12 @@ def latency() -> list[str]:
         out += [f"`{path.name}`: `act()` on {lat['device']} ({where}, {m['date']}; hopper dims, "
                 f"T=5, p50/p90 over repeated calls; % of the measured matmul peak of the same precision: "
                 f"{peak_text} GFLOP/s):", "",
-                "| fast path | precision | batch | N | p50 ms | p90 ms | actions/s | GFLOP/call | % of peak |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for r in lat["rows"]:
+                "| fast path | precision | batch | batch-invariant | N | p50 ms | p90 ms | actions/s | GFLOP/call "
+                "| % of peak |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in lat["rows"]:  # runs before batch_invariant existed batched rows
             out.append(f"| {'compiled' if r.get('fast_path') else 'eager'} | {r['precision']} | {r['batch']} | "
+                       f"{'yes' if r.get('batch_invariant') else 'no'} | "
                        f"{r['num_samples']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['actions_per_s']:.0f} | "
                        f"{r['gflop_per_call']:.2f} | {100 * r['peak_fraction']:.0f}% |")
         out.append("")

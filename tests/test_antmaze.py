@@ -111,6 +111,11 @@ def test_antmaze_trains_reloads_strictly_and_evaluates_in_its_eval_map(antmaze_d
     again = evaluate(agent, env, episodes=1, seed=0)
     assert again.returns == results["returns"] and again.lengths == results["lengths"]
     env.close()
+    # the config carries that eval env, so the agent is scored in its map with no dataset at hand
+    assert c.eval_env["id"] == "AntMaze_UMaze-v4" and c.eval_env["max_episode_steps"] == ANTMAZE_EVAL_STEPS
+    assert c.eval_env["kwargs"]["maze_map"][1][1] == "r" and c.eval_env["kwargs"]["maze_map"][3][1] == "g"
+    alone = evaluate(agent, episodes=1, seed=0)
+    assert alone.returns == results["returns"] and alone.lengths == results["lengths"]
 
     # the replay looks down on the whole maze: the red goal sphere is in the first frame
     import imageio.v2 as imageio

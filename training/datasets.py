@@ -212,6 +212,7 @@ class OfflineData:
     num_episodes: int
     ref_min_score: float | None  # the dataset's reference returns, both set or both None
     ref_max_score: float | None
+    eval_env: dict[str, Any] | None = None  # the dataset's eval EnvSpec as its JSON object (maze maps, time limit)
 
 
 GOAL_ENV_KEYS = ("observation", "achieved_goal", "desired_goal")
@@ -259,15 +260,21 @@ def _flat(observations: Any, keys: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([np.asarray(observations[k], dtype=np.float32) for k in keys], axis=-1)
 
 
-def _eval_env_id(dataset: Any) -> str | None:
+def _eval_env(dataset: Any) -> dict[str, Any] | None:
+    """The dataset's eval env spec (else its env spec) as a JSON object, or None when it records neither."""
     import json
 
     meta = dataset.storage.metadata
     for key in ("eval_env_spec", "env_spec"):
         spec = meta.get(key)
         if spec:
-            return json.loads(spec)["id"] if isinstance(spec, str) else getattr(spec, "id", None)
+            return json.loads(spec if isinstance(spec, str) else spec.to_json())
     return None
+
+
+def _eval_env_id(dataset: Any) -> str | None:
+    spec = _eval_env(dataset)
+    return None if spec is None else spec["id"]
 
 
 def prepare(dataset: Any, *, normalize_obs: bool = True, reward_transform: str | None = None) -> OfflineData:
@@ -331,7 +338,7 @@ def prepare(dataset: Any, *, normalize_obs: bool = True, reward_transform: str |
                               as_t(np.concatenate(masks)))
     return OfflineData(transitions, dataset_id, env_id, keys, dims, mean.astype(np.float32),
                        std.astype(np.float32), tuple(map(float, low)), tuple(map(float, high)), transform,
-                       float(scale), float(shift), len(returns), *refs)
+                       float(scale), float(shift), len(returns), *refs, eval_env=_eval_env(dataset))
 
 
 def to_unit_actions(actions: Any, low: Any, high: Any) -> np.ndarray:

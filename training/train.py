@@ -16,6 +16,7 @@ for ``--resume``. docs/training.md describes every flag group.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -166,7 +167,7 @@ def build_agent(config: TrainConfig, data: OfflineData) -> AlignIQLAgent:
         use_multipliers=a.multipliers, use_gaussian_actor=bool(a.gaussian_actor), discount=o.discount,
         reward_transform=data.reward_transform, reward_scale=data.reward_scale, reward_shift=data.reward_shift,
         env_id=data.env_id, dataset_id=data.dataset_id, ref_min_score=data.ref_min_score,
-        ref_max_score=data.ref_max_score)
+        ref_max_score=data.ref_max_score, eval_env=data.eval_env)
     agent = AlignIQLAgent(agent_config)
     agent.set_normalization(data.obs_mean, data.obs_std)
     return agent
@@ -229,17 +230,22 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
         return trainer
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
+    write_train_config(out, config, data, command, len(train_set), 0 if held_out is None else len(held_out), device)
+    return trainer
+
+
+def write_train_config(out: Path, config: TrainConfig, data: OfflineData, command: str, trained_on: int,
+                       held_out: int, device: torch.device, **extra: Any) -> None:
+    """``train_config.json``: the resolved config, the dataset facts, versions, commit and device."""
     train_config = {"format": SAVED_FORMAT, "command": command, "config": config.to_dict(), "dataset": {
         "id": data.dataset_id, "env_id": data.env_id, "domain": domain_of(data.dataset_id, data.env_id),
-        "transitions": len(data.transitions),
-        "trained_on": len(train_set), "held_out": 0 if held_out is None else len(held_out),
+        "transitions": len(data.transitions), "trained_on": trained_on, "held_out": held_out,
         "episodes": data.num_episodes, "obs_keys": list(data.obs_keys), "reward_transform": data.reward_transform,
         "reward_scale": data.reward_scale, "reward_shift": data.reward_shift,
         "bootstrap": "mask = 1 - terminations; truncated last transitions kept with mask 1"},
         "versions": package_versions(), "git_sha": git_sha(), "device": str(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     atomic_write_text(out / "train_config.json", json.dumps(train_config, indent=2) + "\n")
-    return trainer
 
 
 def run(config: TrainConfig, data: OfflineData, command: str,
@@ -264,16 +270,8 @@ def run(config: TrainConfig, data: OfflineData, command: str,
                 "device %s", data.dataset_id, len(data.transitions), len(trainer.data), data.num_episodes,
                 data.env_id, data.reward_transform, data.reward_scale, data.reward_shift, trainer.device)
 
-    def evaluate(video: Path | None = None) -> dict[str, Any] | None:
-        if data.env_id is None and ev.eval_episodes > 0:
-            logger.info("%s has no environment spec: skipping evaluation", data.dataset_id)
-            return None
-        eval_seed = config.run.seed if ev.eval_seed is None else ev.eval_seed
-        result = evaluate_agent(trainer.agent, data.dataset_id, ev.eval_episodes, eval_seed,
-                                num_envs=ev.eval_num_envs, record_video=video)
-        if result is not None:
-            append_jsonl(out / "metrics.jsonl", {"step": trainer.step, **{f"eval/{k}": v for k, v in result.items()}})
-        return result
+    def evaluate() -> None:
+        evaluate_into(out, trainer.agent, trainer.step, config, data)
 
     log_every, save_every = max(1, min(config.run.log_every, steps)), config.run.save_every
     with checkpoint.StopOnInterrupt() as stop, Progress(steps, trainer.step) as progress:
@@ -306,9 +304,30 @@ def run(config: TrainConfig, data: OfflineData, command: str,
             "final evaluation"
         logger.warning("stopped %s; the state is saved, continue with: %s", what, resume_command(command))
         raise Interrupted
-    # a replay of the final evaluation's first episode for the model card; rendering failures only warn
-    result = evaluate(out / "replay.mp4" if ev.video else None)
-    results = {"dataset_id": data.dataset_id, "env_id": data.env_id, "step": trainer.step,
+    finish(out, trainer.agent, trainer.step, config, data)
+    return out
+
+
+def evaluate_into(out: Path, agent: AlignIQLAgent, step: int, config: TrainConfig, data: OfflineData,
+                  video: Path | None = None) -> dict[str, Any] | None:
+    """Evaluate in the dataset's env and log it to ``out/metrics.jsonl``; None when there is nothing to run."""
+    ev = config.eval
+    if data.env_id is None and ev.eval_episodes > 0:
+        logger.info("%s has no environment spec: skipping evaluation", data.dataset_id)
+        return None
+    eval_seed = config.run.seed if ev.eval_seed is None else ev.eval_seed
+    result = evaluate_agent(agent, data.dataset_id, ev.eval_episodes, eval_seed, num_envs=ev.eval_num_envs,
+                            record_video=video)
+    if result is not None:
+        append_jsonl(out / "metrics.jsonl", {"step": step, **{f"eval/{k}": v for k, v in result.items()}})
+    return result
+
+
+def finish(out: Path, agent: AlignIQLAgent, step: int, config: TrainConfig, data: OfflineData) -> dict[str, Any]:
+    """The final evaluation (with a replay of its first episode for the model card; rendering failures only
+    warn), ``results.json`` and the model card. Returns the results."""
+    result = evaluate_into(out, agent, step, config, data, out / "replay.mp4" if config.eval.video else None)
+    results = {"dataset_id": data.dataset_id, "env_id": data.env_id, "step": step,
                "evaluated": result is not None, "eval_datetime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                **(result or {})}
     if result is not None:  # huggingface_sb3's keys, so RL tooling that reads results.json understands it
@@ -316,7 +335,7 @@ def run(config: TrainConfig, data: OfflineData, command: str,
                        n_eval_episodes=len(result["returns"]))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     write_card(out)
-    return out
+    return results
 
 
 def _finished(out: Path, step: int) -> bool:
@@ -356,16 +375,143 @@ def train(config: TrainConfig, *, command: str | None = None,
     return run(config.resolved(data.dataset_id, data.env_id), data, command, on_save)
 
 
+def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = None) -> Path:
+    """Train one agent per seed together in one process (``training.multi_seed``: stacked weights, one
+    optimizer step per network over all members), each exported to ``<output_dir>/seed<k>/`` exactly as a
+    single-seed run with seed k writes its directory (agent, card, train_config.json, metrics.jsonl,
+    results.json), plus ``summary.json`` / ``summary.md`` over the members. ``config.run.resume`` continues
+    the group. Returns the group directory.
+
+    Raises:
+        as :func:`train`; ``ValueError`` for an empty or repeated seed list.
+    """
+    from training import multi_seed
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs distinct seeds, got {seeds}")
+    check_environment(config)
+    data = load_data(config)
+    group = config.resolved(data.dataset_id, data.env_id)
+    if config.run.output_dir is None:  # the single-seed default names one seed
+        slug = Path(group.run.output_dir).name.rsplit("-seed", 1)[0]
+        name = f"{slug}-seeds{'_'.join(map(str, seeds))}"
+        group = group.replace(output_dir=str(Path(group.run.output_dir).parent / name))
+    out = Path(group.run.output_dir)
+    command = command or f"{SCRIPT} {shlex.join(to_argv(config))} --seeds {' '.join(map(str, seeds))}"
+    members = {s: group.replace(seed=s, output_dir=str(multi_seed.member_dir(out, s))) for s in seeds}
+    if group.run.resume:
+        for member in members.values():
+            check_resume(Path(member.run.output_dir), member, data.dataset_id)
+    device = resolve_device(group.run.device)
+    if group.run.threads > 0:
+        torch.set_num_threads(group.run.threads)
+    ev = group.eval
+    agent_config = build_agent(group, data).config  # the members differ only in their seeds
+
+    def evaluate(seed: int, agent: AlignIQLAgent) -> dict[str, Any] | None:
+        member = members[seed]
+        if data.env_id is None or ev.eval_episodes <= 0:
+            return None
+        return evaluate_agent(agent, data.dataset_id, ev.eval_episodes,
+                              member.run.seed if ev.eval_seed is None else ev.eval_seed, num_envs=ev.eval_num_envs)
+
+    try:
+        agents = multi_seed.train_members(
+            data.transitions, agent_config, group.trainer_config(), seeds, out, obs_mean=data.obs_mean,
+            obs_std=data.obs_std, holdout=group.data.holdout, device=device, log_every=group.run.log_every,
+            save_every=group.run.save_every, resume=group.run.resume, eval_every=ev.eval_every, evaluate=evaluate)
+    except multi_seed.Interrupted:
+        logger.warning("stopped; the group's state is saved in %s, continue with: %s", out, resume_command(command))
+        raise Interrupted from None
+    except (FileNotFoundError, FileExistsError) as e:
+        raise RunDirError(str(e)) from None
+    scores = {}
+    for seed, agent in zip(seeds, agents):
+        member, member_out = members[seed], multi_seed.member_dir(out, seed)
+        held_out = split_holdout(data.transitions, group.data.holdout, seed)[1]
+        held_k = 0 if held_out is None else len(held_out)
+        write_train_config(member_out, member, data, command, len(data.transitions) - held_k, held_k, device,
+                           group={"dir": str(out), "seeds": seeds})
+        results = finish(member_out, agent, group.optim.steps, member, data)
+        scores[seed] = headline(results)
+    write_summary(out, data.dataset_id, group.optim.steps, scores)
+    return out
+
+
+def headline(results: dict[str, Any]) -> float | None:
+    """A run's score: the success rate (%) in goal envs, else the normalized score, else the mean return."""
+    if not results.get("evaluated"):
+        return None
+    if results.get("success_rate") is not None:
+        return 100.0 * results["success_rate"]
+    return results["normalized_score"] if results.get("normalized_score") is not None else results["mean_return"]
+
+
+def write_summary(out: Path, dataset_id: str, steps: int, scores: dict[int, float | None]) -> dict[str, Any]:
+    """``summary.json`` and ``summary.md``: the final score of each member, their mean and sample std, and the
+    members' learning curves in one plot (``curves.png``, when matplotlib is installed)."""
+    import statistics
+
+    values = [v for v in scores.values() if v is not None]
+    summary = {"dataset_id": dataset_id, "steps": steps, "scores": {str(k): v for k, v in scores.items()},
+               "mean": statistics.fmean(values) if values else None,
+               "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
+               "std_ddof": 1, "seeds": len(values)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    rows = "\n".join(f"| {k} | {'n/a' if v is None else f'{v:.1f}'} |" for k, v in scores.items())
+    total = "n/a" if summary["mean"] is None else f"{summary['mean']:.1f} ± {summary['std']:.1f}"
+    atomic_write_text(out / "summary.md", f"# {dataset_id}: {len(scores)} seeds, {steps} steps\n\n| seed | score |\n"
+                      f"|---|---|\n{rows}\n\nmean ± sample std over {summary['seeds']} seeds: {total}\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return summary
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for seed in scores:
+        curve = [(r["step"], headline({"evaluated": True, **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}}))
+                 for r in map(json.loads, (out / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
+                 if any(k.startswith("eval/") for k in r)]
+        if curve:
+            ax.plot(*zip(*curve), marker="o", label=f"seed {seed}")
+    ax.set(xlabel="gradient steps", ylabel="score", title=dataset_id)
+    ax.legend()
+    fig.savefig(out / "curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point. Returns 0 on success, 1 when the push failed (the checkpoint stays), 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = "aligniql-train" if Path(sys.argv[0]).name == "aligniql-train" else SCRIPT
     parser = build_parser(prog, __doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=argparse.SUPPRESS,
+                        help="train these seeds together in one process (stacked weights), one agent each in "
+                             "<output-dir>/seed<k>/, plus summary.json over them; instead of --seed")
     try:  # every out-of-range value fails here, before the dataset is loaded
-        config = from_args(parser.parse_args(argv))
+        parsed = parser.parse_args(argv)
+        seeds = vars(parsed).pop("seeds", None)
+        config = from_args(parsed)
         check_environment(config)
+        if seeds is not None and (len(set(seeds)) != len(seeds) or "--seed" in argv):
+            raise ValueError(f"--seeds takes distinct seeds and replaces --seed, got {seeds}")
     except ValueError as e:
         parser.error(str(e))
+    if seeds is not None:
+        setup_logging()
+        try:
+            out = train_seeds(config, seeds, command=f"{prog} {shlex.join(argv)}")
+        except (ValueError, DatasetNotFoundError, RunDirError) as e:
+            raise SystemExit(f"error: {e}") from None
+        except Interrupted:
+            return 130
+        logger.info("agents saved to %s/seed<k> (summary in %s)", out, out / "summary.md")
+        if config.hub.push:
+            logger.warning("--push with --seeds: push the member you want with aligniql-push %s/seed<k>", out)
+        return 0
     setup_logging()
     if config.hub.push and not has_token():
         logger.warning("%s; the push after training will fail unless you log in before it ends (the agent is saved "

@@ -14,10 +14,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from aligniql import AlignIQLAgent
+from aligniql import AlignIQLAgent, AlignIQLConfig
 from aligniql.diffusion import add_noise
 from training import losses
 from training.datasets import Transitions
@@ -74,6 +75,32 @@ def _cosine(total: int):
     return factor
 
 
+def noise_seed(seed: int) -> int:
+    """Seed of a run's step-noise generator (diffusion steps, noise, dropout masks), derived from the run's seed.
+
+    Not ``seed`` itself: the batch generator has that one, and two generators seeded alike would draw the same
+    bits, tying each step's diffusion steps to its batch indices.
+    """
+    return int(np.random.SeedSequence([seed % 2**64, 1]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def draw_step_noise(generator: torch.Generator, batch_size: int, config: AlignIQLConfig,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    """The randomness of one diffusion BC step, in a fixed order from ``generator``: diffusion steps t (B,),
+    noise (B, A), then one dropout mask (B, hidden) per LN-ResNet block, scaled by 1 / (1 - p) (``None`` when
+    p = 0). One function for :class:`Trainer` and ``training.multi_seed``, so that a member of a multi-seed run
+    draws exactly what the single run with its seed draws."""
+    c = config
+    t = torch.randint(c.num_diffusion_steps, (batch_size,), generator=generator, device=device)
+    noise = torch.randn((batch_size, c.act_dim), generator=generator, device=device)
+    p = c.denoiser_dropout
+    if p == 0:
+        return t, noise, None
+    masks = [(torch.rand((batch_size, c.denoiser_hidden_dim), generator=generator, device=device) >= p)
+             .float().mul_(1.0 / (1.0 - p)) for _ in range(c.denoiser_blocks)]
+    return t, noise, masks
+
+
 @torch.no_grad()
 def _lerp_into(target: nn.Module, online: nn.Module, rate: float) -> None:
     """target <- rate * online + (1 - rate) * target, for Polyak and EMA alike."""
@@ -87,8 +114,9 @@ class Trainer:
         agent: the agent to train in place; its denoiser becomes the EMA copy, its critic the target twin Q.
         data: the whole dataset; moved to ``device`` once, batches are sampled on the device.
         config: optimisation settings.
-        seed: seeds the batch sampler's ``torch.Generator`` (its state is checkpointed). Seed the global RNG
-            (network init, noise, dropout) with ``torch.manual_seed`` before building the agent.
+        seed: seeds the batch sampler's ``torch.Generator`` and, through :func:`noise_seed`, the step-noise
+            generator (diffusion steps, noise, dropout masks) on ``device``; both states are checkpointed. The
+            global RNG is used only for network init: seed it with ``torch.manual_seed`` before building the agent.
         device: training device.
         validation: held-out transitions for :meth:`validation_losses` (up to ``VALIDATION_ROWS`` are used).
     """
@@ -113,6 +141,8 @@ class Trainer:
         self.critic = copy.deepcopy(agent.critic).train()  # online; the target starts equal to it
         self.step = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # on the training device, so that a GPU step draws its noise without a host round trip
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed(seed))
         c = config
         # fused: one kernel per optimizer instead of a Python loop over parameters (same update rule)
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
@@ -173,11 +203,10 @@ class Trainer:
     def update_denoiser(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts."""
         agent = self.agent
-        t = torch.randint(agent.config.num_diffusion_steps, (actions.shape[0],), device=self.device)
-        noise = torch.randn_like(actions)
+        t, noise, masks = draw_step_noise(self.noise_generator, actions.shape[0], agent.config, self.device)
         noisy = add_noise(actions, noise, t, agent.schedule)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            predicted = self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype))
+            predicted = self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype), masks)
         bc = losses.denoising_loss(predicted.float(), noise)
         self._step("denoiser", bc)
         _lerp_into(agent.denoiser, self.denoiser, self.config.ema_rate)
@@ -257,7 +286,8 @@ class Trainer:
     # ------------------------------------------------------------------ state for --resume
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run bit for bit: nets, targets, EMA, optimizers, step, RNG."""
-        rng: dict[str, Any] = {"batch": self.generator.get_state(), "torch": torch.get_rng_state()}
+        rng: dict[str, Any] = {"batch": self.generator.get_state(), "noise": self.noise_generator.get_state(),
+                               "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"step": self.step, "config": asdict(self.config), "agent": self.agent.state_dict(),
@@ -283,6 +313,10 @@ class Trainer:
             sched.load_state_dict(state["schedulers"][name])
         self.step = int(state["step"])
         self.generator.set_state(state["rng"]["batch"])
+        if "noise" in state["rng"]:
+            self.noise_generator.set_state(state["rng"]["noise"])
+        else:  # written before the step noise had its own generator (it came from the global RNG)
+            logger.info("training state has no step-noise generator state: step noise continues from a fresh one")
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
