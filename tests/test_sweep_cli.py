@@ -128,3 +128,21 @@ def test_learning_curves_png_when_matplotlib_is_there(finished_sweep):
     spec, sweep_dir = finished_sweep
     sw.write_results(spec, sweep_dir)
     assert (sweep_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_calls_on_save_after_each_state_save_with_the_state_on_disk(box_dataset, tmp_path, monkeypatch):
+    from training.train import train
+
+    install_fake_evaluation(monkeypatch)
+    seen = []
+
+    def on_save(step, out):  # the state of that step is complete when the hook runs: a sweep copies it
+        seen.append((step, sw.state_step(out), (out / "model.safetensors").is_file()))
+
+    config = sw.TrainConfig.create(dataset=BOX_ID, steps=7, save_every=3, batch_size=8, eval_episodes=0,
+                                   output_dir=str(tmp_path / "run"), device="cpu", **TINY)
+    train(config, on_save=on_save)
+    assert seen == [(3, 3, True), (6, 6, True), (7, 7, True)]
+    seen.clear()
+    train(config.replace(resume=True), on_save=on_save)  # a finished run: nothing trained, nothing saved
+    assert seen == []
