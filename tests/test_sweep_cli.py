@@ -5,6 +5,7 @@ test_training_push.py). The run directories are trained in-process with the stan
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,23 @@ def test_train_calls_on_save_after_each_state_save_with_the_state_on_disk(box_da
     seen.clear()
     train(config.replace(resume=True), on_save=on_save)  # a finished run: nothing trained, nothing saved
     assert seen == []
+
+
+def test_variants_are_scored_on_the_final_episodes_and_tabled_per_method(box_dataset, tmp_path, monkeypatch):
+    from training.train import train
+
+    calls = install_fake_evaluation(monkeypatch)  # it acts once with each variant's overrides
+    spec = sw.SweepSpec(datasets=(BOX_ID,), seeds=(0, 1), steps=3, variants=True,
+                        settings=dict(TINY, batch_size=8, eval_episodes=2, video=False, device="cpu",
+                                      multipliers=True, gaussian_actor="awr"))
+    sweep_dir = tmp_path / "sweep"
+    for t in sw.trials(spec, sweep_dir):
+        train(sw.TrainConfig.from_dict(t["config"]))
+        assert t["variants"] and set(sw.evaluate_variants(Path(t["run_dir"]))) == set(sw.VARIANTS)
+        assert sw.evaluate_variants(Path(t["run_dir"])) is not None  # read back, not evaluated again
+    assert {(c["episodes"], c["seed"]) for c in calls[-len(sw.VARIANTS):]} == {(2, 1)}  # the final episodes
+    assert len(calls) == 2 * (1 + len(sw.VARIANTS))
+    table = sw.write_results(spec, sweep_dir)["table"]
+    assert [r["method"] for r in table] == ["AlignIQL", *sw.VARIANTS] and all(r["seeds"] == 2 for r in table)
+    assert spec.default_name() != sw.SweepSpec(datasets=(BOX_ID,), seeds=(0, 1), steps=3,
+                                               settings=spec.settings).default_name()

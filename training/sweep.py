@@ -51,6 +51,15 @@ RESERVED = {"seed": "--seeds", "dataset": "--datasets", "env": "--datasets", "st
             "output_dir": "the sweep (runs/<trial>)", "resume": "the sweep", "push": "--push",
             "repo_id": "--push --org"}
 FIELD_TYPES = {f.name: _hints(cls)[f.name] for cls in GROUPS.values() for f in dataclasses.fields(cls)}
+# --variants: act-time rules scored on each trial's final agent (benchmarks/quality.py's names), each with the
+# agent config flag it needs; the trial's own final evaluation (its config's extraction) stays the first row
+VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "AlignIQL-hard": ({"extraction": "aligniql_hard", "selection": "softmax"}, "use_multipliers"),
+    "IDQL (argmax Q)": ({"extraction": "idql"}, None),
+    "Gaussian (AWR)": ({"extraction": "gaussian"}, "use_gaussian_actor"),
+    "Diffusion BC (N=1)": ({"extraction": "aligniql", "num_samples": 1}, None),
+}
+VARIANTS_FILE = "variants.json"
 
 
 # ---------------------------------------------------------------------- the sweep's definition
@@ -126,6 +135,8 @@ class SweepSpec:
     steps: int
     grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    variants: bool = False
+    """Also score :data:`VARIANTS` on every final agent (on the final evaluation's episodes)."""
 
     def __post_init__(self) -> None:
         if not self.datasets or len(set(self.datasets)) != len(self.datasets):
@@ -155,8 +166,9 @@ class SweepSpec:
                                      "output_dir": output_dir})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"datasets": list(self.datasets), "seeds": list(self.seeds), "steps": self.steps,
-                "grid": self.grid, "settings": self.settings}
+        d = {"datasets": list(self.datasets), "seeds": list(self.seeds), "steps": self.steps, "grid": self.grid,
+             "settings": self.settings}
+        return {**d, "variants": True} if self.variants else d  # sweeps from before the flag keep their hash
 
     def default_name(self) -> str:
         """``sweep-<hash of the spec>``: the same command finds (and resumes) the same sweep."""
@@ -173,8 +185,8 @@ def trial_key(dataset: str, seed: int, point: dict[str, Any]) -> str:
     return "-".join(filter(None, [dataset_slug(dataset), point_slug(point), f"seed{seed}"]))
 
 
-def method_label(point: dict[str, Any]) -> str:
-    return "AlignIQL" + (f" ({', '.join(f'{k}={v}' for k, v in point.items())})" if point else "")
+def method_label(point: dict[str, Any], method: str = "AlignIQL") -> str:
+    return method + (f" ({', '.join(f'{k}={v}' for k, v in point.items())})" if point else "")
 
 
 def trials(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
@@ -186,7 +198,8 @@ def trials(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
                 key = trial_key(dataset, seed, point)
                 run_dir = sweep_dir / "runs" / key
                 out.append({"key": key, "dataset": dataset, "seed": seed, "point": point, "run_dir": str(run_dir),
-                            "config": spec.config(dataset, seed, point, str(run_dir)).to_dict()})
+                            "config": spec.config(dataset, seed, point, str(run_dir)).to_dict(),
+                            "variants": spec.variants})
     if len({t["key"] for t in out}) != len(out):
         raise ValueError("two trials would share a run directory (datasets that differ only in their namespace?)")
     return out
@@ -243,6 +256,31 @@ def score_of(result: dict[str, Any]) -> float | None:
     return None if result.get("mean_return") is None else float(result["mean_return"])
 
 
+def evaluate_variants(run_dir: Path, device: str = "cpu") -> dict[str, float | None] | None:
+    """Score each of :data:`VARIANTS` the agent has the networks for, on the episodes of its final evaluation
+    (same count, env seeds and envs, so the rows compare like for like), into ``variants.json``. None for a run
+    without a final evaluation; a retried trial reads the file instead of evaluating again."""
+    from aligniql import AlignIQLAgent
+    from aligniql.evaluation import evaluate
+    from aligniql.hub import atomic_write_text
+
+    path = run_dir / VARIANTS_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = json.loads((run_dir / "results.json").read_text())
+    if not result.get("evaluated"):
+        return None
+    agent = AlignIQLAgent.from_pretrained(run_dir, device=device)
+    scores = {}
+    for name, (overrides, needs) in VARIANTS.items():
+        if needs is None or getattr(agent.config, needs):
+            res = evaluate(agent, result["dataset_id"], episodes=result["episodes"], num_envs=result["num_envs"],
+                           seed=result["seed"], **overrides)
+            scores[name] = score_of(res.to_dict())
+    atomic_write_text(path, json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
 def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Path], None] | None = None) -> None:
     """The Tune trainable: train one run to the end, reporting each training-state save as a checkpoint.
 
@@ -280,6 +318,8 @@ def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Pa
             on_save(params, step, out)
 
     out = train(train_config.replace(resume=resume), command=f"{SCRIPT} (trial {params['key']})", on_save=report)
+    if params.get("variants"):
+        evaluate_variants(out, train_config.run.device)
     result = json.loads((out / "results.json").read_text())
     score = score_of(result)
     tune.report({"step": result["step"], "done": True, "node_id": node,
@@ -296,11 +336,12 @@ def collect(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
     """Every trial's outcome read from its run directory (the source of truth, not Tune's records)."""
     rows = []
     for t in trials(spec, sweep_dir):
-        path = Path(t["run_dir"]) / "results.json"
+        path, variants = Path(t["run_dir"]) / "results.json", Path(t["run_dir"]) / VARIANTS_FILE
         result = json.loads(path.read_text()) if path.is_file() else None
         rows.append({"key": t["key"], "dataset": t["dataset"], "seed": t["seed"], "point": t["point"],
                      "method": method_label(t["point"]), "run_dir": t["run_dir"], "finished": result is not None,
-                     "score": None if result is None else score_of(result), "result": result})
+                     "score": None if result is None else score_of(result), "result": result,
+                     "variants": json.loads(variants.read_text()) if variants.is_file() else {}})
     return rows
 
 
@@ -308,12 +349,15 @@ def aggregate(spec: SweepSpec, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The D4RL-style table: one row per (method, dataset), mean ± sample std (ddof 1) over the seeds scored."""
     table = []
     for point in spec.points():
-        for dataset in spec.datasets:
-            mine = [r for r in runs if r["dataset"] == dataset and r["point"] == point and r["score"] is not None]
-            if mine:
-                table.append({"method": method_label(point), "dataset": dataset, "point": point,
-                              **_stats([r["score"] for r in mine]), "scores": [r["score"] for r in mine],
-                              "seed_list": [r["seed"] for r in mine]})
+        for method in ("AlignIQL", *VARIANTS):
+            for dataset in spec.datasets:
+                mine = [(r["seed"], r["score"] if method == "AlignIQL" else r["variants"].get(method)) for r in runs
+                        if r["dataset"] == dataset and r["point"] == point]
+                mine = [(seed, score) for seed, score in mine if score is not None]
+                if mine:
+                    table.append({"method": method_label(point, method), "dataset": dataset, "point": point,
+                                  **_stats([s for _, s in mine]), "scores": [s for _, s in mine],
+                                  "seed_list": [seed for seed, _ in mine]})
     return {"spec": spec.to_dict(), "std_ddof": 1,
             "metric": "success rate (%) on goal-reaching tasks, else normalized score (else mean return)",
             "table": table, "trials": [{k: r[k] for k in ("key", "dataset", "seed", "point", "run_dir", "finished",
@@ -550,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hyperparameters to sweep (TrainConfig field names), e.g. expectile=0.7,0.9 eta=1,3")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=V", dest="settings",
                    help="fixed settings of every trial, e.g. batch_size=256 multipliers=true eval_episodes=10")
+    p.add_argument("--variants", action="store_true",
+                   help="also score AlignIQL-hard (needs multipliers=true), IDQL (argmax Q), Gaussian (AWR; needs "
+                   "gaussian_actor=awr) and diffusion BC (N=1) on every final agent, as benchmarks/quality.py")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials share a GPU")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its checkpoint")
@@ -565,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     return SweepSpec(datasets=tuple(args.datasets), seeds=tuple(parse_seeds(args.seeds)), steps=args.steps,
                      grid=parse_assignments(args.grid, "--grid", many=True),
-                     settings=parse_assignments(args.settings, "--set", many=False))
+                     settings=parse_assignments(args.settings, "--set", many=False), variants=args.variants)
 
 
 def main(argv: list[str] | None = None) -> int:
