@@ -18,7 +18,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 def test_console_scripts_point_at_main_functions():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"aligniql-train", "aligniql-eval", "aligniql-push", "aligniql-demo"}
+    assert set(scripts) == {"aligniql-train", "aligniql-eval", "aligniql-push", "aligniql-demo",
+                            "aligniql-sweep"}
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func))
@@ -27,6 +28,7 @@ def test_console_scripts_point_at_main_functions():
 @pytest.mark.parametrize("command, expected", [
     (["training/train.py", "--help"], "--critic-lr"),
     (["training/push.py", "--help"], "--allow-unfinished"),
+    (["training/sweep.py", "--help"], "--cpus-per-trial"),  # without importing ray
     (["-m", "aligniql.evaluate", "--help"], "NAME_OR_DIR"),
     (["-m", "aligniql.demo", "--help"], "--agent"),
 ])

@@ -24,7 +24,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -248,8 +248,12 @@ def write_train_config(out: Path, config: TrainConfig, data: OfflineData, comman
     atomic_write_text(out / "train_config.json", json.dumps(train_config, indent=2) + "\n")
 
 
-def run(config: TrainConfig, data: OfflineData, command: str) -> Path:
+def run(config: TrainConfig, data: OfflineData, command: str,
+        on_save: Callable[[int, Path], None] | None = None) -> Path:
     """Run (or continue) one training from a resolved config; returns the output directory.
+
+    ``on_save(step, output_dir)`` is called after each training-state save (the periodic ones and the last),
+    once its files are complete: a scheduler can hand the state on as its checkpoint (training/sweep.py).
 
     Raises:
         Interrupted: after Ctrl-C, once the state is saved.
@@ -290,7 +294,11 @@ def run(config: TrainConfig, data: OfflineData, command: str) -> Path:
                 evaluate()
             if save_every and step % save_every == 0 and step < steps:
                 export(trainer, out)
+                if on_save is not None:
+                    on_save(step, out)
         export(trainer, out)  # still inside: a Ctrl-C now waits until the files are written
+        if on_save is not None:
+            on_save(trainer.step, out)
     if stop.requested:
         what = f"at step {trainer.step} of {steps}" if trainer.step < steps else "after the last step, before the " \
             "final evaluation"
@@ -342,13 +350,15 @@ def resume_command(command: str) -> str:
     return command.replace(" --resume", "") + " --resume"
 
 
-def train(config: TrainConfig, *, command: str | None = None) -> Path:
+def train(config: TrainConfig, *, command: str | None = None,
+          on_save: Callable[[int, Path], None] | None = None) -> Path:
     """Train (or, with ``config.run.resume``, continue) one run; the Python API of this module.
 
     Args:
         config: the run; fields left ``None`` are filled from the dataset's domain preset.
         command: what ``train_config.json`` and the resume hints name as the command (default: the
             equivalent ``python training/train.py`` command line).
+        on_save: called as ``on_save(step, output_dir)`` after each training-state save (see :func:`run`).
 
     Returns:
         The output directory, a loadable agent (no push: call ``training.push.push`` for that).
@@ -362,7 +372,7 @@ def train(config: TrainConfig, *, command: str | None = None) -> Path:
     check_environment(config)
     data = load_data(config)
     command = command or f"{SCRIPT} {shlex.join(to_argv(config))}"
-    return run(config.resolved(data.dataset_id, data.env_id), data, command)
+    return run(config.resolved(data.dataset_id, data.env_id), data, command, on_save)
 
 
 def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = None) -> Path:
