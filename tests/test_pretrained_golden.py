@@ -57,3 +57,19 @@ def test_shipped_agent_golden_candidates(shipped):
     cand = agent.candidates(obs[0], num_samples=4, generator=0)
     torch.testing.assert_close(cand.q, torch.tensor([GOLDEN_Q]), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(cand.v, torch.tensor([GOLDEN_V]), rtol=1e-5, atol=1e-4)
+
+
+def test_shipped_antmaze_agent_carries_its_maze():
+    """The AntMaze agent shipped next to the hopper one: strict load (hash checked), the three goal-env keys,
+    and the D4RL U-maze evaluation map in its config, so `aligniql-demo --agent` scores it offline."""
+    from pathlib import Path
+
+    agent = AlignIQLAgent.from_pretrained(Path(demo.EMBEDDED).parent / "antmaze-umaze-v0")
+    c = agent.config
+    assert c.obs_keys == ("observation", "achieved_goal", "desired_goal") and c.act_dim == 8
+    assert c.expectile == 0.9 and c.reward_shift == -1.0
+    assert c.eval_env["id"] == "AntMaze_UMaze-v4" and c.eval_env["max_episode_steps"] == 700
+    assert c.eval_env["kwargs"]["maze_map"][1][1] == "r" and c.eval_env["kwargs"]["maze_map"][3][1] == "g"
+    obs = {k: np.zeros(d, np.float32) for k, d in zip(c.obs_keys, c.obs_key_dims)}
+    action = agent.act(obs, generator=0)
+    assert action.shape == (8,) and np.abs(action).max() <= 1
