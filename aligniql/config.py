@@ -108,7 +108,7 @@ class AlignIQLConfig:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     """Reference returns of the dataset (random / expert), for normalized scores without the dataset."""
-    eval_env: dict[str, Any] | None = None
+    eval_env: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
     """The Gymnasium ``EnvSpec`` (as its JSON object) of the dataset's evaluation env, kwargs included: a maze's
     fixed start and goal map and its time limit, which ``env_id`` alone does not give. ``evaluate`` uses it, so
     the agent is scored in its benchmark env without the dataset."""
@@ -180,8 +180,9 @@ class AlignIQLConfig:
 
     # -- serialization
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        """JSON-native values; a copy, so editing it leaves the frozen config alone."""
+        return json.loads(json.dumps({f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                                      for f in dataclasses.fields(self)}))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignIQLConfig:

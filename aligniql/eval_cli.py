@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
           f"N={overrides.get('num_samples', agent.config.num_samples)}, device {args.device})")
     print(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result.to_dict(), f, indent=2)
+        from aligniql.hub import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(result.to_dict(), indent=2) + "\n")
     return 0
 
 

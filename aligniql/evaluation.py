@@ -199,8 +199,16 @@ def agent_env(config: Any) -> Any:
 
     from gymnasium.envs.registration import EnvSpec
 
-    _register_robotics(config.eval_env["id"])
-    return EnvSpec.from_json(json.dumps(config.eval_env))
+    spec = EnvSpec.from_json(json.dumps(config.eval_env))
+    _register_robotics(spec.id)
+    module = spec.entry_point.split(":")[0] if isinstance(spec.entry_point, str) else None
+    if module and module.startswith("gymnasium_robotics"):
+        import importlib.util
+
+        if importlib.util.find_spec("gymnasium_robotics") is None:
+            raise ValueError(f"this agent is evaluated in {spec.id}, which needs gymnasium-robotics: "
+                             "pip install 'aligniql[maze]'")
+    return spec
 
 
 def _builds_its_env(env: Any) -> bool:

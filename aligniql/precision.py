@@ -11,8 +11,8 @@ def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` has native bf16 matmuls: AMX tiles or AVX512-BF16 on a CPU (oneDNN then runs bf16
     GEMMs 2-4x faster than fp32; without them bf16 is emulated and slower), bf16 support on a CUDA GPU."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere and newer; older GPUs only emulate bf16 (slower than fp32)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
         checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]

@@ -64,3 +64,34 @@ def test_seeds_resume_and_refuse_bad_lists(box_dataset, tmp_path, monkeypatch, c
     with pytest.raises(SystemExit):
         train.main([*COMMON, "--seeds", "1", "1"])
     assert "distinct seeds" in capsys.readouterr().err
+
+
+def test_an_interrupted_group_resumes_to_what_an_uninterrupted_one_ends_with(box_dataset, tmp_path, monkeypatch):
+    import signal
+
+    from training import multi_seed
+
+    install_fake_evaluation(monkeypatch)
+    args = [*COMMON, "--steps", "6", "--save-every", "2"]
+    full = tmp_path / "full"
+    assert train.main([*args, "--output-dir", str(full), "--seeds", "1", "3"]) == 0
+
+    step = multi_seed.MultiSeedTrainer.train_step
+
+    def ctrl_c_at_step_3(self):
+        logs = step(self)
+        if self.step == 3:
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C: the group saves after this step and stops
+        return logs
+
+    monkeypatch.setattr(multi_seed.MultiSeedTrainer, "train_step", ctrl_c_at_step_3)
+    part = tmp_path / "part"
+    assert train.main([*args, "--output-dir", str(part), "--seeds", "1", "3"]) == 130
+    assert not (part / "seed1" / "results.json").exists()
+    monkeypatch.setattr(multi_seed.MultiSeedTrainer, "train_step", step)
+    assert train.main([*args, "--output-dir", str(part), "--seeds", "1", "3", "--resume"]) == 0
+    for seed in (1, 3):
+        a = load_file(full / f"seed{seed}" / "model.safetensors")
+        b = load_file(part / f"seed{seed}" / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), seed  # same process, same kernels: bit for bit
+    assert json.loads((part / "summary.json").read_text())["seeds"] == 2

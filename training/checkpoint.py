@@ -118,7 +118,9 @@ def load_state(output_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     meta = json.loads((ckpt / "state.json").read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{ckpt}: training state format {meta.get('format')} is not {FORMAT}")
-    tensors = load_tensors(ckpt / "state.safetensors", meta.get("sha256"), str(ckpt / "state.json"))
+    tensors = load_tensors(ckpt / "state.safetensors", meta.get("sha256"), str(ckpt / "state.json"),
+                           "The run cannot continue from it: start it over without --resume (the exported agent "
+                           "in the run directory, checked by its own hash, is unaffected)")
     return unflatten_state(meta["state"], tensors), meta.get("extra", {})
 
 

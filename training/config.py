@@ -236,10 +236,11 @@ class OptimConfig(_Group):
     """Rate of the target twin Q's Polyak average."""
     ema_rate: float = option(_T.ema_rate, check=between(0, 1, high_open=False))
     """Rate of the EMA denoiser that acts."""
-    precision: str = option(_T.precision, choices=PRECISIONS)
+    precision: str = option(_T.precision, choices=PRECISIONS, resumable=True)
     """bf16: the denoiser's forward/backward under bfloat16 autocast (fp32 master weights; the critic stays
     fp32; ~1.2-1.35x faster on AVX512-BF16 CPUs). auto: bf16 where the training device has native bf16 matmuls
-    (AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32; train_config.json records which was used."""
+    (AMX or AVX512-BF16 CPUs, Ampere+ GPUs), else fp32; train_config.json records which was used. May change on
+    --resume (the state holds fp32 master weights either way)."""
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,10 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     trainer = Trainer(build_agent(config, data), train_set, config.trainer_config(), seed=seed, device=device,
                       validation=held_out)
     if config.run.resume:
-        trainer.load_state_dict(checkpoint.load_state(out)[0])
+        try:
+            trainer.load_state_dict(checkpoint.load_state(out)[0])
+        except ValueError as e:  # a damaged state, or one of other trainer settings
+            raise RunDirError(f"--resume: cannot continue {out}: {e}") from None
         metrics = out / "metrics.jsonl"  # drop lines logged after the saved step: they will be logged again
         kept = [x for x in metrics.read_text().splitlines() if json.loads(x)["step"] <= trainer.step] \
             if metrics.is_file() else []
@@ -397,12 +400,24 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
         name = f"{slug}-seeds{'_'.join(map(str, seeds))}"
         group = group.replace(output_dir=str(Path(group.run.output_dir).parent / name))
     out = Path(group.run.output_dir)
-    command = command or f"{SCRIPT} {shlex.join(to_argv(config))} --seeds {' '.join(map(str, seeds))}"
+    seeds_flag = f"--seeds {' '.join(map(str, seeds))}"  # replaces --seed, which main() refuses beside it
+    command = command or f"{SCRIPT} {shlex.join(to_argv(config.replace(seed=0)))} {seeds_flag}"
     members = {s: group.replace(seed=s, output_dir=str(multi_seed.member_dir(out, s))) for s in seeds}
     if group.run.resume:
         for member in members.values():
             check_resume(Path(member.run.output_dir), member, data.dataset_id)
     device = resolve_device(group.run.device)
+    if not group.run.resume and checkpoint.has_state(out):
+        raise RunDirError(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
+                          "another --output-dir to start over")
+    if not group.run.resume:  # before training, as a single run: an interrupted group resumes against these
+        for seed, member in members.items():
+            held_out = split_holdout(data.transitions, group.data.holdout, seed)[1]
+            held_k = 0 if held_out is None else len(held_out)
+            member_out = multi_seed.member_dir(out, seed)
+            member_out.mkdir(parents=True, exist_ok=True)
+            write_train_config(member_out, member, data, command, len(data.transitions) - held_k, held_k, device,
+                               group={"dir": str(out), "seeds": seeds})
     if group.run.threads > 0:
         torch.set_num_threads(group.run.threads)
     ev = group.eval
@@ -428,11 +443,10 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
     scores = {}
     for seed, agent in zip(seeds, agents):
         member, member_out = members[seed], multi_seed.member_dir(out, seed)
-        held_out = split_holdout(data.transitions, group.data.holdout, seed)[1]
-        held_k = 0 if held_out is None else len(held_out)
-        write_train_config(member_out, member, data, command, len(data.transitions) - held_k, held_k, device,
-                           group={"dir": str(out), "seeds": seeds})
-        results = finish(member_out, agent, group.optim.steps, member, data)
+        if group.run.resume and _finished(member_out, group.optim.steps):  # its evaluation and card are there
+            results = json.loads((member_out / "results.json").read_text())
+        else:
+            results = finish(member_out, agent, group.optim.steps, member, data)
         scores[seed] = headline(results)
     write_summary(out, data.dataset_id, group.optim.steps, scores)
     return out

@@ -287,6 +287,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run bit for bit: nets, targets, EMA, optimizers, step, RNG."""
         rng: dict[str, Any] = {"batch": self.generator.get_state(), "noise": self.noise_generator.get_state(),
+                               "noise_device": self.device.type,
                                "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -313,8 +314,13 @@ class Trainer:
             sched.load_state_dict(state["schedulers"][name])
         self.step = int(state["step"])
         self.generator.set_state(state["rng"]["batch"])
-        if "noise" in state["rng"]:
+        saved_on = state["rng"].get("noise_device", self.device.type)
+        if "noise" in state["rng"] and saved_on == self.device.type:
             self.noise_generator.set_state(state["rng"]["noise"])
+        elif "noise" in state["rng"]:  # CPU and CUDA generator states do not convert into each other
+            logger.warning("training state was saved on %s, resumed on %s: the step noise restarts from a generator "
+                           "seeded by the step, so the run continues, but not bit for bit", saved_on, self.device.type)
+            self.noise_generator.manual_seed(noise_seed(int(state["step"])))
         else:  # written before the step noise had its own generator (it came from the global RNG)
             logger.info("training state has no step-noise generator state: step noise continues from a fresh one")
         torch.set_rng_state(state["rng"]["torch"])
