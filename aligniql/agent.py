@@ -203,9 +203,9 @@ class AlignIQLAgent(nn.Module):
                 the batch, on any CPU or GPU. By default rows are batched into large matmuls, whose kernels
                 (and so their float rounding) MKL, oneDNN and cuBLAS choose by row count: results are then
                 bitwise reproducible for the same batch, and agree with other batchings only to float
-                rounding (~1e-6 relative in Q and V), which can flip a near-tied argmax. Costs 7-42 % at
-                3-64 observations on a 2-core CPU (more with more threads; benchmarks/batch_invariance_cost.py),
-                nothing for one observation.
+                rounding (~1e-6 relative in Q and V), which can flip a near-tied argmax. Costs 28-51 % at
+                3-64 observations on a 2-core CPU with 2 threads (7-16 % with 1;
+                benchmarks/batch_invariance_cost.py), nothing for one observation.
 
         Returns:
             Actions of shape (act_dim,) or (B, act_dim) inside the action bounds: numpy float32 for numpy

@@ -111,7 +111,7 @@ def evaluate(agent: Any, env: Any = None, *, episodes: int = 10, num_envs: int =
         ref_scores: ``(ref_min_score, ref_max_score)``; by default the dataset's, else the agent config's
             when its ``env_id`` or ``dataset_id`` matches.
         batch_invariant: passed to ``agent.act``: each sub-env's action is computed as if it were alone. Off,
-            acting is 7-42 % faster with several envs, but the kernels' rounding then depends on how many
+            acting is 20-35 % faster with several envs (2 threads), but the kernels' rounding then depends on how many
             envs are still running, and a 1-ulp difference grows into a different trajectory within an
             episode of a chaotic env (MuJoCo): episode results then depend on ``num_envs``.
         **act_overrides: for ``agent.act``: ``num_samples``, ``extraction``, ``selection``, ``eta``, ...
