@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, machine, seed_stats, write_json  # noqa: E402
+from training.trainer import score_of  # noqa: E402,F401  (benchmarks/extraction.py imports it from here)
 
 # name -> act() overrides evaluated on the final checkpoint
 VARIANTS = {
@@ -38,13 +39,6 @@ DATASETS = ("bench/hopper/medium-v0", "bench/walker2d/medium-v0", "bench/halfche
             "bench/hopper/medium-expert-v0", "bench/pointmaze/medium-v0", "bench/antmaze/umaze-v0",
             "bench/antmaze/medium-diverse-v0")  # the shared datasets
 EVAL_SEED = 100_000  # evaluation episodes never share seeds with training
-
-
-def score_of(res: dict) -> float:
-    """Success rate (%) for goal-reaching mazes, else the normalized score."""
-    if res.get("success_rate") is not None:
-        return 100.0 * res["success_rate"]
-    return res["normalized_score"] if res.get("normalized_score") is not None else res["mean_return"]
 
 
 def metric_name(dataset: str) -> str:

@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # `python training/sweep.py`: make `training` imp
 
 from training.config import GROUPS, TrainConfig, _base, _hints  # noqa: E402
 from training.presets import dataset_slug  # noqa: E402
+from training.trainer import score_of  # noqa: E402
 
 logger = logging.getLogger("training.sweep")
 SCRIPT = "python training/sweep.py"
@@ -242,18 +243,6 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
         return {}
     losses = [json.loads(x) for x in lines if "loss/bc" in x]
     return {k: v for k, v in losses[-1].items() if isinstance(v, (int, float))} if losses else {}
-
-
-def score_of(result: dict[str, Any]) -> float | None:
-    """Success rate (%) for goal-reaching tasks, else the normalized score, else the mean return (as
-    benchmarks/quality.py); None for a run that was not evaluated."""
-    if not result.get("evaluated", True):
-        return None
-    if result.get("success_rate") is not None:
-        return 100.0 * result["success_rate"]
-    if result.get("normalized_score") is not None:
-        return float(result["normalized_score"])
-    return None if result.get("mean_return") is None else float(result["mean_return"])
 
 
 def evaluate_variants(run_dir: Path, device: str = "cpu") -> dict[str, float | None] | None:

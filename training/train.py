@@ -38,7 +38,7 @@ from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, 
                                split_holdout)
 from training.presets import domain_of
 from training.push import NO_TOKEN, git_sha, has_token, package_versions, push_with_retry_hint, write_card
-from training.trainer import Trainer, evaluate_agent
+from training.trainer import Trainer, evaluate_agent, score_of
 
 logger = logging.getLogger("training.train")
 SCRIPT = "python training/train.py"
@@ -447,18 +447,9 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
             results = json.loads((member_out / "results.json").read_text())
         else:
             results = finish(member_out, agent, group.optim.steps, member, data)
-        scores[seed] = headline(results)
+        scores[seed] = score_of(results)
     write_summary(out, data.dataset_id, group.optim.steps, scores)
     return out
-
-
-def headline(results: dict[str, Any]) -> float | None:
-    """A run's score: the success rate (%) in goal envs, else the normalized score, else the mean return."""
-    if not results.get("evaluated"):
-        return None
-    if results.get("success_rate") is not None:
-        return 100.0 * results["success_rate"]
-    return results["normalized_score"] if results.get("normalized_score") is not None else results["mean_return"]
 
 
 def write_summary(out: Path, dataset_id: str, steps: int, scores: dict[int, float | None]) -> dict[str, Any]:
@@ -485,7 +476,7 @@ def write_summary(out: Path, dataset_id: str, steps: int, scores: dict[int, floa
         return summary
     fig, ax = plt.subplots(figsize=(6, 4))
     for seed in scores:
-        curve = [(r["step"], headline({"evaluated": True, **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}}))
+        curve = [(r["step"], score_of({k[5:]: v for k, v in r.items() if k.startswith("eval/")}))
                  for r in map(json.loads, (out / f"seed{seed}" / "metrics.jsonl").read_text().splitlines())
                  if any(k.startswith("eval/") for k in r)]
         if curve:

@@ -328,6 +328,18 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
 
+def score_of(result: dict[str, Any]) -> float | None:
+    """Success rate (%) for goal-reaching tasks, else the normalized score, else the mean return (the headline of
+    every benchmark table and summary); None for a run that was not evaluated."""
+    if not result.get("evaluated", True):
+        return None
+    if result.get("success_rate") is not None:
+        return 100.0 * result["success_rate"]
+    if result.get("normalized_score") is not None:
+        return float(result["normalized_score"])
+    return None if result.get("mean_return") is None else float(result["mean_return"])
+
+
 def evaluate_agent(agent: AlignIQLAgent, dataset_id: str, episodes: int, seed: int, *,
                    num_envs: int = 1, record_video: Any = None) -> dict[str, Any] | None:
     """Evaluate in the dataset's eval env with ``aligniql.evaluation.evaluate``, leaving the training RNG alone.
