@@ -96,6 +96,18 @@ def save_state(state: dict[str, Any], output_dir: str | Path, extra: dict[str, A
     return ckpt
 
 
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One metrics line (appended: a crash loses at most the line being written)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop the metrics lines logged after the saved ``step``: they will be logged again."""
+    kept = [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= step] if path.is_file() else []
+    atomic_write_text(path, "".join(x + "\n" for x in kept))
+
+
 def has_state(output_dir: str | Path) -> bool:
     return (Path(output_dir) / STATE_DIR / "latest.json").is_file()
 

@@ -28,7 +28,6 @@ and step noise from generators seeded as :class:`~training.trainer.Trainer` seed
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -45,7 +44,6 @@ from torch.func import vmap
 
 from aligniql import AlignIQLAgent, AlignIQLConfig
 from aligniql.diffusion import add_noise
-from aligniql.hub import atomic_write_text
 from aligniql.networks import FourierFeatures, GaussianActor
 from training import checkpoint, losses
 from training.datasets import Transitions, split_holdout
@@ -291,7 +289,7 @@ class MultiSeedTrainer:
         agents, rows, held = [], [], []
         for seed, agent_config in zip(seeds, configs):
             torch.manual_seed(seed)
-            train_rows, held_rows = _holdout_rows(len(transitions), holdout, seed)
+            train_rows, held_rows = holdout_rows(len(transitions), holdout, seed)
             agent = AlignIQLAgent(agent_config)
             if obs_mean is not None or obs_std is not None:
                 agent.set_normalization(obs_mean, obs_std)
@@ -510,7 +508,7 @@ def _lerp(target: nn.Module, online: nn.Module, rate: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
 
 
-def _holdout_rows(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def holdout_rows(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The row indices ``split_holdout`` keeps and holds out for ``seed``: it is applied to the row numbers
     themselves, so a member trains on exactly the rows the single run with its seed trains on."""
     idx = torch.arange(n)
@@ -573,11 +571,8 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
         if diff := {k: (extra.get(k), v) for k, v in run_facts.items() if extra.get(k) != v}:
             raise ValueError(f"resume: the run in {out} was started with other members or data (saved, now): {diff}")
         trainer.load_state_dict(state)
-        for d in dirs:  # lines after the saved step will be logged again
-            metrics = d / "metrics.jsonl"
-            kept = [x for x in metrics.read_text().splitlines() if json.loads(x)["step"] <= trainer.step] \
-                if metrics.is_file() else []
-            atomic_write_text(metrics, "".join(x + "\n" for x in kept))
+        for d in dirs:
+            checkpoint.truncate_metrics(d / "metrics.jsonl", trainer.step)
         logger.info("resumed %s (seeds %s) at step %d", out, trainer.seeds, trainer.step)
     else:
         for d in dirs:
@@ -607,14 +602,13 @@ def train_members(transitions: Transitions, agent_configs: AlignIQLConfig | Sequ
                     if bad := [name for name, v in record.items() if not math.isfinite(v)]:
                         raise FloatingPointError(f"member seed {trainer.seeds[k]}: non-finite {bad} at step "
                                                  f"{step}; the last saved state is in {out}")
-                    with open(d / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    checkpoint.append_jsonl(d / "metrics.jsonl", record)
             if eval_every and step % eval_every == 0 and step < steps:
                 for k, d in enumerate(dirs):
                     result = evaluate(trainer.seeds[k], trainer.member_agent(k))
                     if result is not None:
-                        with open(d / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps({"step": step, **{f"eval/{n}": v for n, v in result.items()}}) + "\n")
+                        checkpoint.append_jsonl(d / "metrics.jsonl",
+                                                {"step": step, **{f"eval/{n}": v for n, v in result.items()}})
             if save_every and step % save_every == 0 and step < steps:
                 save()
         save()  # still inside: a Ctrl-C now waits until the files are written

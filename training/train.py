@@ -32,6 +32,7 @@ from aligniql import AlignIQLAgent, AlignIQLConfig
 from aligniql.agent import resolve_device
 from aligniql.hub import atomic_write_text
 from training import checkpoint
+from training.checkpoint import append_jsonl
 from training.config import (SAVED_FORMAT, TrainConfig, build_parser, from_args, load_saved, saved_dataset_id,
                              to_argv)
 from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, prepare, resolve_dataset_id,
@@ -51,11 +52,6 @@ class RunDirError(Exception):
 
 class Interrupted(Exception):
     """Training stopped early on Ctrl-C; the state is saved for --resume."""
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def interactive() -> bool:
@@ -225,10 +221,7 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
             trainer.load_state_dict(checkpoint.load_state(out)[0])
         except ValueError as e:  # a damaged state, or one of other trainer settings
             raise RunDirError(f"--resume: cannot continue {out}: {e}") from None
-        metrics = out / "metrics.jsonl"  # drop lines logged after the saved step: they will be logged again
-        kept = [x for x in metrics.read_text().splitlines() if json.loads(x)["step"] <= trainer.step] \
-            if metrics.is_file() else []
-        atomic_write_text(metrics, "".join(x + "\n" for x in kept))
+        checkpoint.truncate_metrics(out / "metrics.jsonl", trainer.step)
         logger.info("resumed %s at step %d", out, trainer.step)
         return trainer
     out.mkdir(parents=True, exist_ok=True)
@@ -412,8 +405,8 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
                           "another --output-dir to start over")
     if not group.run.resume:  # before training, as a single run: an interrupted group resumes against these
         for seed, member in members.items():
-            held_out = split_holdout(data.transitions, group.data.holdout, seed)[1]
-            held_k = 0 if held_out is None else len(held_out)
+            held_rows = multi_seed.holdout_rows(len(data.transitions), group.data.holdout, seed)[1]
+            held_k = 0 if held_rows is None else len(held_rows)  # counted on row numbers, not a data copy
             member_out = multi_seed.member_dir(out, seed)
             member_out.mkdir(parents=True, exist_ok=True)
             write_train_config(member_out, member, data, command, len(data.transitions) - held_k, held_k, device,
