@@ -218,8 +218,9 @@ class AlignIQLAgent(nn.Module):
         if extraction != "gaussian":
             noise, gumbel_u = self._draw(parsed.obs.shape[0], n, selection, generator)
         with self._sampling_mode():
-            actions = torch.cat([self._core(o, z, u, n, extraction, selection, eta, temperature)
-                                 for o, z, u in self._passes(parsed.obs, noise, gumbel_u, n, batch_invariant)])
+            parts = [self._core(o, z, u, n, extraction, selection, eta, temperature)
+                     for o, z, u in self._passes(parsed.obs, noise, gumbel_u, n, batch_invariant)]
+            actions = parts[0] if len(parts) == 1 else torch.cat(parts)  # one pass: no copy
         if not bool(torch.isfinite(actions).all()):  # NaN would pass the bound clamp; never hand it to the env
             self.check_statistics()  # the likely cause when every row fails; checked here, off the fast path
             rows = (~torch.isfinite(actions)).any(-1).nonzero().flatten().tolist()
@@ -255,7 +256,8 @@ class AlignIQLAgent(nn.Module):
         with self._sampling_mode():
             parts = [self.propose(self.normalize_obs(o), num_samples=n, extraction=extraction, eta=eta, noise=z)
                      for o, z, _ in self._passes(parsed.obs, noise, None, n, batch_invariant)]
-        cand = Candidates(*(torch.cat([getattr(c, f) for c in parts]) for f in ("actions", "q", "v", "log_weights")))
+        cand = parts[0] if len(parts) == 1 else Candidates(
+            *(torch.cat([getattr(c, f) for c in parts]) for f in ("actions", "q", "v", "log_weights")))
         return replace(cand, actions=self.scale_action(cand.actions))
 
     @contextmanager
