@@ -229,6 +229,9 @@ class MultiSeedTrainer:
                  seeds: Sequence[int], rows: Sequence[torch.Tensor | None] | None = None,
                  device: str | torch.device = "cpu",
                  validation: Sequence[Transitions | None] | None = None) -> None:
+        if config.critic_updates != 1 or not config.train_denoiser:
+            raise ValueError("MultiSeedTrainer trains every network once per step: critic_updates must be 1 and "
+                             "train_denoiser True")
         agents = list(agents)
         _check_members(agents, list(seeds))
         seeds = _check_seeds(seeds)

@@ -28,8 +28,9 @@ from typing import Any, Callable
 
 import torch
 
-from aligniql import AlignIQLAgent, AlignIQLConfig
+from aligniql import AlignIQLAgent, AlignIQLConfig, hub
 from aligniql.agent import resolve_device
+from aligniql.config import read_config_file
 from aligniql.hub import atomic_write_text
 from training import checkpoint
 from training.checkpoint import append_jsonl
@@ -48,6 +49,10 @@ SCRIPT = "python training/train.py"
 class RunDirError(Exception):
     """The output directory does not fit the request: a run to resume that is not there or differs, or a run
     that would be overwritten."""
+
+
+class BehaviorSourceError(ValueError):
+    """``--behavior-from`` names an agent whose behaviour model this run cannot reuse."""
 
 
 class Interrupted(Exception):
@@ -169,6 +174,47 @@ def build_agent(config: TrainConfig, data: OfflineData) -> AlignIQLAgent:
     return agent
 
 
+BEHAVIOR_FIELDS = ("obs_dim", "act_dim", "obs_keys", "normalize_obs", "denoiser_hidden_dim", "denoiser_blocks",
+                   "denoiser_dropout", "time_dim", "num_diffusion_steps", "beta_schedule", "dataset_id")
+"""The agent-config fields that define a behaviour model: a reused one must agree on all of them."""
+
+
+def reuse_behavior(agent: AlignIQLAgent, source: str, seed: int) -> dict[str, Any]:
+    """Copy the EMA denoiser of a trained agent (``optim.behavior_from``) into ``agent``, checking that it models
+    the same data the same way. Returns what ``train_config.json`` records about it.
+
+    Raises:
+        BehaviorSourceError: the source is not a finished agent of this dataset, or its behaviour model differs.
+    """
+    folder = Path(source)
+    if (folder / "train_config.json").is_file() and not (folder / "results.json").is_file():
+        raise BehaviorSourceError(f"--behavior-from {source}: that run has not finished (no results.json), so its "
+                         "model.safetensors is an intermediate EMA; finish it with --resume first")
+    try:
+        src = AlignIQLAgent.from_pretrained(source)
+    except (OSError, ValueError) as e:  # not there, or not an agent
+        raise BehaviorSourceError(f"--behavior-from {source}: cannot load it as an agent: {e}") from None
+    mine, theirs = agent.config.to_dict(), src.config.to_dict()
+    diff = {k: (theirs.get(k), mine.get(k)) for k in BEHAVIOR_FIELDS if theirs.get(k) != mine.get(k)}
+    if diff:
+        raise BehaviorSourceError(f"--behavior-from {source}: its behaviour model differs from this run's "
+                                  f"(source, this run): {diff}")
+    if not (torch.allclose(src.obs_mean, agent.obs_mean, rtol=1e-6, atol=1e-7)
+            and torch.allclose(src.obs_std, agent.obs_std, rtol=1e-6, atol=1e-7)):
+        raise BehaviorSourceError(f"--behavior-from {source}: its observation normalization differs from this "
+                                  "dataset's (another version of the dataset, or --normalize-obs differs)")
+    agent.denoiser.load_state_dict(src.denoiser.state_dict(), strict=True)
+    record: dict[str, Any] = {"from": str(source), "weights_sha256": read_config_file(
+        Path(hub.resolve_pretrained(source)) / hub.CONFIG_NAME)[1].get("weights_sha256")}
+    if (folder / "train_config.json").is_file():
+        src_seed = load_saved(folder / "train_config.json")[0].run.seed
+        record["seed"] = src_seed
+        if src_seed != seed:  # the hold-out split follows the seed
+            logger.warning("--behavior-from %s was trained with seed %d, this run has seed %d: its behaviour model "
+                           "saw part of this run's hold-out, so val/bc is not a held-out loss", source, src_seed, seed)
+    return record
+
+
 def export(trainer: Trainer, out: Path) -> None:
     """Save the acting agent and the training state (each file atomically)."""
     trainer.agent.save_pretrained(out)
@@ -214,8 +260,9 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
         torch.set_num_threads(config.run.threads)
     torch.manual_seed(seed)
     train_set, held_out = split_holdout(data.transitions, config.data.holdout, seed)
-    trainer = Trainer(build_agent(config, data), train_set, config.trainer_config(), seed=seed, device=device,
-                      validation=held_out)
+    agent = build_agent(config, data)
+    behavior = None if config.optim.behavior_from is None else reuse_behavior(agent, config.optim.behavior_from, seed)
+    trainer = Trainer(agent, train_set, config.trainer_config(), seed=seed, device=device, validation=held_out)
     if config.run.resume:
         try:
             trainer.load_state_dict(checkpoint.load_state(out)[0])
@@ -226,7 +273,8 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
         return trainer
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").unlink(missing_ok=True)
-    write_train_config(out, config, data, command, len(train_set), 0 if held_out is None else len(held_out), device)
+    write_train_config(out, config, data, command, len(train_set), 0 if held_out is None else len(held_out), device,
+                       **({"behavior": behavior} if behavior else {}))
     return trainer
 
 
@@ -385,6 +433,9 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
 
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds needs distinct seeds, got {seeds}")
+    if config.optim.behavior_from is not None or config.optim.critic_updates != 1:
+        raise ValueError("--behavior-from and --critic-updates are single-seed options for now: train each seed "
+                         "with --seed")
     check_environment(config)
     data = load_data(config)
     group = config.resolved(data.dataset_id, data.env_id)
@@ -522,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"{prog} {shlex.join(argv)}"
     try:
         out = run(config, data, command)
-    except RunDirError as e:
+    except (RunDirError, BehaviorSourceError) as e:
         raise SystemExit(str(e)) from None
     except Interrupted:
         return 130
