@@ -1,0 +1,214 @@
+"""Choosing the default on the mixed-quality dev suite (issue: quality where extraction matters).
+
+    MINARI_DATASETS_PATH=/work/main/benchmarks/.data/datasets MUJOCO_GL=egl python benchmarks/mixed_dev.py \
+        --dataset mixed/hopper/medium-random-v0 --seeds 0 --threads 1        # one process per seed, in parallel
+    python benchmarks/mixed_dev.py --dataset mixed/hopper/medium-random-v0 --report   # the table over seeds
+
+Per seed: one full training run (behaviour model + the default critic, τ = 0.7, with the AlignIQL-hard multipliers
+and IQL's AWR Gaussian actor), then one critic-only run per other critic point (expectile τ, critic updates
+per step), each reusing the full run's frozen behaviour model (``--behavior-from``: IQL's critic never reads the
+behaviour policy, so the behaviour model is a constant of the comparison and each point costs a critic's
+training). Every act-time rule is then evaluated on every point's agent, on the dev evaluation seeds
+(``DEV_EVAL_SEED``: neither the training seeds nor the report seeds of benchmarks/quality.py). The held-out
+validation losses of each critic are recorded next to its scores. Nothing is selected here: the script records
+every point; the choice and its protocol are in benchmarks/README.md.
+
+Runs are resumable (finished runs and evaluations are kept in ``<runs>`` and in
+``benchmarks/results/mixed_dev/<dataset>_seed<k>.json``, written after every evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, machine, seed_stats  # noqa: E402
+
+DEV_EVAL_SEED = 200_000
+OUT = RESULTS / "mixed_dev"
+# critic points: name -> (expectile, critic updates per step); "tau0.7" is the full run's own critic
+POINTS = {"tau0.7": (0.7, 1), "tau0.8": (0.8, 1), "tau0.9": (0.9, 1), "tau0.95": (0.95, 1), "tau0.9_cu3": (0.9, 3)}
+# act-time rules evaluated on every point: name -> act() overrides
+RULES = {
+    "AlignIQL argmax N=64 (default)": {"extraction": "aligniql"},
+    "IDQL argmax Q N=64": {"extraction": "idql"},
+    "AlignIQL-hard sampled N=64": {"extraction": "aligniql_hard", "selection": "softmax"},
+}
+# rules evaluated on the tau0.9 point only (the a-priori candidate for a new default) and the full run
+EXTRA_RULES = {
+    "AlignIQL argmax N=16": {"extraction": "aligniql", "num_samples": 16},
+    "AlignIQL softmax N=64, T = spread": {"extraction": "aligniql", "selection": "softmax", "temperature": "spread"},
+}
+# rules that do not depend on the critic point: evaluated on the full run only
+BEHAVIOUR_RULES = {
+    "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
+    "Gaussian (AWR, tau 0.7)": {"extraction": "gaussian"},
+}
+
+
+def slug(dataset: str) -> str:
+    return dataset.replace("/", "_")
+
+
+def full_config(dataset: str, seed: int, args: argparse.Namespace):
+    from training.config import TrainConfig
+
+    return TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                              multipliers=True, gaussian_actor="awr", eval_every=10_000, eval_episodes=5,
+                              eval_seed=DEV_EVAL_SEED, save_every=5000, threads=args.threads, video=False,
+                              output_dir=str(Path(args.runs) / slug(dataset) / "tau0.7" / f"seed{seed}"))
+
+
+def train_point(dataset: str, seed: int, point: str, args: argparse.Namespace) -> Path:
+    from training.train import train
+
+    full = full_config(dataset, seed, args)
+    out = Path(args.runs) / slug(dataset) / point / f"seed{seed}"
+    if point == "tau0.7":
+        config = full
+    else:
+        expectile, updates = POINTS[point]
+        config = full.replace(expectile=expectile, critic_updates=updates, gaussian_actor=None, eval_episodes=0,
+                              behavior_from=full.run.output_dir, output_dir=str(out))
+    if not (out / "results.json").exists():
+        t0 = time.perf_counter()
+        train(config.replace(resume=(out / "training_state").exists()))
+        print(f"  trained {point} seed {seed} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def last_validation(run_dir: Path) -> dict[str, float]:
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "val/value" in r][-1]
+    return {k: last[k] for k in ("val/bc", "val/value", "val/q") if k in last}
+
+
+def spread_temperature(agent, dataset: str) -> float:
+    """The median over 256 dataset states of the std of AlignIQL's log-weights among a state's 64 candidates:
+    a softmax at this temperature is neither argmax nor uniform, whatever the reward scale."""
+    import torch
+
+    from training.datasets import load_dataset, prepare
+
+    data = prepare(load_dataset(dataset, download=False)).transitions
+    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:256]
+    obs = data.obs[rows].numpy()
+    cand = agent.candidates(obs, num_samples=64, extraction="aligniql", generator=torch.Generator().manual_seed(0))
+    return float(cand.log_weights.std(dim=1).median())
+
+
+def evaluate_rules(run_dir: Path, rules: dict, dataset: str, record: dict, path: Path, args) -> None:
+    import torch
+
+    from aligniql import AlignIQLAgent
+    from aligniql.evaluation import evaluate
+    from training.trainer import score_of
+
+    agent = AlignIQLAgent.from_pretrained(run_dir)
+    for name, overrides in rules.items():
+        if name in record["scores"]:
+            continue
+        overrides = dict(overrides)
+        if overrides.get("temperature") == "spread":
+            overrides["temperature"] = record.setdefault("spread_temperature", spread_temperature(agent, dataset))
+        t0 = time.perf_counter()
+        with torch.random.fork_rng():
+            res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=DEV_EVAL_SEED,
+                           batch_invariant=False, **overrides).to_dict()
+        record["scores"][name] = {"score": score_of(res), "returns": res["returns"], "lengths": res["lengths"],
+                                  "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"  {run_dir.parent.name:12} {name:36} {record['scores'][name]['score']:7.2f}", flush=True)
+        write(path)
+
+
+_STATE: dict = {}
+
+
+def write(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_STATE, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.out) / f"{slug(dataset)}_seed{seed}.json"
+    _STATE.update(json.loads(path.read_text()) if path.exists() else
+                  {"dataset": dataset, "seed": seed, "steps": args.steps, "batch_size": args.batch_size,
+                   "episodes": args.episodes, "eval_seed": DEV_EVAL_SEED, "points": {}, "machine": machine()})
+    for point in args.points:
+        run_dir = train_point(dataset, seed, point, args)
+        record = _STATE["points"].setdefault(point, {"scores": {}})
+        record["validation"] = last_validation(run_dir)
+        record["git_sha"] = json.loads((run_dir / "train_config.json").read_text()).get("git_sha")
+        rules = dict(RULES)
+        if point == "tau0.7":
+            rules |= BEHAVIOUR_RULES | EXTRA_RULES
+        if point == "tau0.9":
+            rules |= EXTRA_RULES
+        evaluate_rules(run_dir, rules, dataset, record, path, args)
+
+
+def report(dataset: str, out: Path = OUT) -> dict:
+    """Mean ± sample std over the seeds found, per (point, rule); writes mixed_dev/<dataset>.json and .md."""
+    seeds = [json.loads(p.read_text()) for p in sorted(out.glob(f"{slug(dataset)}_seed*.json"))]
+    table: dict[str, dict[str, dict]] = {}
+    val: dict[str, dict[str, float]] = {}
+    for point in POINTS:
+        for name in {**RULES, **EXTRA_RULES, **BEHAVIOUR_RULES}:
+            scores = [s["points"][point]["scores"][name]["score"] for s in seeds
+                      if point in s["points"] and name in s["points"][point]["scores"]]
+            if scores:
+                table.setdefault(point, {})[name] = seed_stats(scores)
+        vals = [s["points"][point]["validation"] for s in seeds if point in s["points"]]
+        if vals:
+            val[point] = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+    summary = {"dataset": dataset, "seeds": [s["seed"] for s in seeds], "table": table, "validation": val,
+               "eval_seed": DEV_EVAL_SEED}
+    (out / f"{slug(dataset)}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [f"# {dataset}: seeds {summary['seeds']}, dev evaluation seeds {DEV_EVAL_SEED}+", "",
+             "| critic point | rule | score (mean ± std) | seeds | val/value | val/q |", "|---|---|---|---|---|---|"]
+    for point, rows in table.items():
+        for name, row in rows.items():
+            v = val.get(point, {})
+            lines.append(f"| {point} | {name} | {row['mean']:.1f} ± {row['std']:.1f} | {row['seeds']} | "
+                         f"{v.get('val/value', float('nan')):.4f} | {v.get('val/q', float('nan')):.4f} |")
+    (out / f"{slug(dataset)}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
+    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--runs", default="runs/dev")
+    p.add_argument("--out", default=str(OUT), help="where the per-seed and aggregate results go")
+    p.add_argument("--report", action="store_true", help="only aggregate the per-seed files")
+    args = p.parse_args(argv)
+    if args.report:
+        report(args.dataset, Path(args.out))
+        return
+    for seed in args.seeds:
+        _STATE.clear()
+        run_seed(args.dataset, seed, args)
+
+
+if __name__ == "__main__":
+    main()
