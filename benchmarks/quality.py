@@ -2,7 +2,7 @@
 
     bash benchmarks/setup.sh                                   # once: the venv with d3rlpy and matplotlib
     MINARI_DATASETS_PATH=../shared/datasets benchmarks/.venv/bin/python benchmarks/quality.py \
-        --datasets bench/hopper/medium-v0 --seeds 0 1 2 --steps 30000
+        --datasets bench/hopper/medium-v0 --seeds 0 1 2 --steps 30000 [--together]
 
 For each dataset and seed: one AlignIQL training run (with the AlignIQL-hard multipliers and a Gaussian
 weighted-regression actor, so every variant comes from the same checkpoint), its learning curve (AlignIQL,
@@ -45,18 +45,44 @@ def metric_name(dataset: str) -> str:
     return "success rate (%)" if "pointmaze" in dataset or "antmaze" in dataset else "normalized score"
 
 
+def group_dir(dataset: str, args: argparse.Namespace) -> Path:
+    return Path(args.runs) / (dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else ""))
+
+
+def ours_config(dataset: str, seed: int, args: argparse.Namespace, output_dir: Path):
+    from training.config import TrainConfig
+
+    return TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                              multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
+                              eval_episodes=args.curve_episodes, output_dir=str(output_dir), device=args.device,
+                              save_every=args.eval_every, eval_seed=EVAL_SEED)
+
+
+def train_together(dataset: str, seeds: list[int], args: argparse.Namespace) -> None:
+    """--together: the seeds not trained yet, as the members of one multi-seed run (training/multi_seed.py) in
+    ``<runs>/<dataset>/``; each member's directory is ``seed<k>/``, as a single run's, so the rest is unchanged."""
+    from training.train import train_seeds
+
+    out = group_dir(dataset, args)
+    if args.retrain:
+        for seed in seeds:
+            move_finished_run_aside(out / f"seed{seed}")
+    todo = [s for s in seeds if not (out / f"seed{s}" / "results.json").exists()]
+    if todo:
+        from training import checkpoint
+
+        config = ours_config(dataset, 0, args, out)
+        train_seeds(config.replace(resume=checkpoint.has_state(out)), todo)
+
+
 def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     from aligniql import AlignIQLAgent
     from aligniql.evaluation import evaluate
-    from training.config import TrainConfig
     from training.train import train
 
-    out = Path(args.runs) / (dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")) / f"seed{seed}"
-    config = TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                                multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
-                                eval_episodes=args.curve_episodes, output_dir=str(out), device=args.device,
-                                save_every=args.eval_every, eval_seed=EVAL_SEED)
-    if args.retrain:
+    out = group_dir(dataset, args) / f"seed{seed}"
+    config = ours_config(dataset, seed, args, out)
+    if args.retrain and not args.together:
         move_finished_run_aside(out)
     if not (out / "results.json").exists():
         # an interrupted benchmark picks up where it stopped
@@ -170,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retrain", action="store_true",
                    help="train --seeds again (finished runs are moved aside, an interrupted retrain resumes; other "
                    "seeds' results stay)")
+    p.add_argument("--together", action="store_true",
+                   help="train the seeds of a dataset together in one process (train.py --seeds: stacked weights); "
+                   "the fast way on a GPU, about even with one process per seed on a CPU")
     p.add_argument("--skip-d3rlpy", action="store_true")
     p.add_argument("--tag", help="keeps a second budget of a dataset apart (e.g. 200k): results go to "
                    "quality_<dataset>_<tag>.json and runs to <runs>/<dataset>_<tag>, as seeds of different budgets "
@@ -187,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
             if "ours" in entry and "git_sha" not in entry["ours"]:
                 entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
+        if args.together:
+            train_together(dataset, [s for s in args.seeds if "ours" not in per_seed.get(str(s), {})], args)
         for seed in args.seeds:
             entry = per_seed.setdefault(str(seed), {})
             if "ours" not in entry:

@@ -1,13 +1,19 @@
 """Training speed: full AlignIQL steps/s (diffusion BC + critic), critic-only steps/s and critic + AWR Gaussian
 actor steps/s (the work of d3rlpy's IQL step) at batch 256 and 512, with d3rlpy's IQL update measured in the same
 run as the reference; peak memory; FLOPs per step and the
-fraction of the machine's matmul peak; and the seconds to turn a 1M-transition Minari dataset into tensors.
+fraction of the machine's matmul peak; the seconds to turn a 1M-transition Minari dataset into tensors; and
+many seeds in one process (training/multi_seed.py): per-member steps/s of K members trained together on stacked
+weights against K single-seed runs stepped one after another in the same run, for K = 1, 2, 4, 8 (batch 256).
 
     bash benchmarks/setup.sh      # once
     MINARI_DATASETS_PATH=../shared/datasets benchmarks/.venv/bin/python benchmarks/speed.py
+    python benchmarks/speed.py --only-members --threads 1             # just the many-seeds rows
+    python benchmarks/speed.py --device cuda --members 1 4 16 --only-members
+    python benchmarks/speed.py --profile 4 --threads 1                # where a K=4 step spends its time vs K=1
 
 Each measurement runs in its own subprocess so its peak memory is its own. Writes
-benchmarks/results/speed_<device>.json.
+benchmarks/results/speed_<device>.json (speed_members_<device>.json with --only-members; the profile to
+profile_members_<device>.txt).
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import count_flops, git_sha, machine, matmul_peak, sync, write_json  # noqa: E402
+from benchmarks.common import RESULTS, count_flops, git_sha, machine, matmul_peak, sync, write_json  # noqa: E402
+
+
+def write_text(name: str, text: str) -> Path:
+    path = RESULTS / name
+    path.write_text(text + "\n")
+    return path
 
 OBS_DIM, ACT_DIM = 17, 6  # walker2d-shaped synthetic data, as the peer figures in issue 5
 
@@ -37,6 +49,82 @@ def synthetic(n: int, device: str):
     t = Transitions(torch.randn(n, OBS_DIM, generator=g), torch.rand(n, ACT_DIM, generator=g) * 2 - 1,
                     torch.randn(n, generator=g), torch.randn(n, OBS_DIM, generator=g), torch.ones(n))
     return t.to(device)
+
+
+def timed(step, device: str, seconds: float, warmup: int = 10) -> dict:
+    """Calls of ``step`` per second over ``seconds`` (after ``warmup`` calls), with its FLOPs per call."""
+    flops = count_flops(step)
+    for _ in range(warmup):
+        step()
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 2:
+        logs = step()
+        n += 1
+    float(next(iter(logs.values())).sum())  # one host sync, as a logging step would
+    sync(device)
+    rate = n / (time.perf_counter() - t0)
+    return {"steps_per_s": rate, "gflop_per_step": flops / 1e9, "achieved_gflops": rate * flops / 1e9,
+            "timed_steps": n}
+
+
+def build_members(kind: str, members: int, batch: int, device: str, precision: str = "fp32"):
+    """One round of ``members`` member-steps: ``stacked`` (one MultiSeedTrainer) or ``sequential`` (K Trainers)."""
+    import numpy as np
+
+    from aligniql import AlignIQLAgent, AlignIQLConfig
+    from training.multi_seed import MultiSeedTrainer
+    from training.trainer import Trainer, TrainerConfig
+
+    config = AlignIQLConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM)
+    tconf = TrainerConfig(steps=10**6, batch_size=batch, precision=precision)
+    data, zeros, ones = synthetic(100_000, "cpu"), np.zeros(OBS_DIM), np.ones(OBS_DIM)
+    if kind == "stacked":
+        return MultiSeedTrainer.from_seeds(data, config, tconf, list(range(members)), obs_mean=zeros, obs_std=ones,
+                                           device=device).train_step
+    trainers = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        agent = AlignIQLAgent(config)
+        agent.set_normalization(zeros, ones)
+        trainers.append(Trainer(agent, data, tconf, seed=seed, device=device))
+
+    def round_() -> dict:
+        logs = {}
+        for t in trainers:
+            logs = t.train_step()
+        return logs
+
+    return round_
+
+
+def measure_members(kind: str, members: int, batch: int, device: str, seconds: float) -> dict:
+    r = timed(build_members(kind, members, batch, device), device, seconds, warmup=3)
+    return {"rounds_per_s": r["steps_per_s"], "member_steps_per_s": r["steps_per_s"] * members,
+            "gflop_per_round": r["gflop_per_step"], "achieved_gflops": r["achieved_gflops"],
+            "timed_rounds": r["timed_steps"]}
+
+
+def profile_members(members: int, batch: int, device: str, threads: int | None) -> str:
+    """torch.profiler's op table of 20 rounds of K stacked members and of 20 single-seed steps: what the time
+    goes to (matmuls, elementwise kernels, optimizer) and how it changes when members are stacked."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if threads:
+        torch.set_num_threads(threads)
+    parts = [f"# {machine()['cpu']}, {torch.get_num_threads()} threads, batch {batch}, torch {torch.__version__}"]
+    for kind, k in (("sequential", 1), ("stacked", members)):
+        step = build_members(kind, k, batch, device)
+        for _ in range(5):
+            step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            for _ in range(20):
+                step()
+            sync(device)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        parts.append(f"\n## {kind} K={k}: 20 rounds ({20 * k} member-steps)\n{table}")
+    return "\n".join(parts)
 
 
 def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: str = "fp32") -> dict:
@@ -52,18 +140,7 @@ def measure_ours(kind: str, batch: int, device: str, seconds: float, precision: 
     # "critic-awr" is the work of d3rlpy's IQL step: V, twin Q, Polyak and the AWR Gaussian actor
     step = {"full": trainer.train_step, "critic": lambda: trainer.update_critic(trainer.sample_batch()),
             "critic-awr": lambda: trainer.update_critic_and_extras(trainer.sample_batch())}[kind]
-    flops = count_flops(step)
-    for _ in range(10):
-        step()
-    sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        logs = step()
-        n += 1
-    float(next(iter(logs.values())))  # one host sync, as a logging step would
-    sync(device)
-    rate = n / (time.perf_counter() - t0)
-    return {"steps_per_s": rate, "gflop_per_step": flops / 1e9, "achieved_gflops": rate * flops / 1e9}
+    return timed(step, device, seconds)
 
 
 def measure_d3rlpy(batch: int, device: str, seconds: float) -> dict:
@@ -114,7 +191,9 @@ def one(args: argparse.Namespace) -> None:
     """Child process: one measurement, printed as JSON with this process's peak memory."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.one == "d3rlpy":
+    if args.one in ("stacked", "sequential"):
+        out = measure_members(args.one, args.k, args.batch, args.device, args.seconds)
+    elif args.one == "d3rlpy":
         out = measure_d3rlpy(args.batch, args.device, args.seconds)
     elif args.one == "convert":
         out = measure_conversion(args.source)
@@ -128,15 +207,32 @@ def one(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def child(kind: str, batch: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--one", kind, "--batch", str(batch), "--device", args.device,
-           "--seconds", str(args.seconds), "--source", args.source] + (["--threads", str(args.threads)]
-                                                                        if args.threads else [])
+def child(kind: str, batch: int, args: argparse.Namespace, members: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--one", kind, "--batch", str(batch), "--device", args.device, "--k",
+           str(members), "--seconds", str(args.seconds), "--source", args.source] + (
+               ["--threads", str(args.threads)] if args.threads else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
-        raise RuntimeError(f"{kind} batch {batch} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{kind} batch {batch} K={members} failed:\n{proc.stderr[-3000:]}")
     return json.loads(line[7:])
+
+
+def member_rows(args: argparse.Namespace, peak: float) -> list[dict]:
+    """Stacked vs sequential, each K, alternating in one run so that both see the same machine."""
+    rows = []
+    for members in args.members:
+        by = {}
+        for kind in ("stacked", "sequential"):
+            r = {"kind": kind, "members": members, "batch_size": 256, **child(kind, 256, args, members)}
+            r["peak_fraction"] = r["achieved_gflops"] * 1e9 / peak
+            rows.append(r)
+            by[kind] = r
+        s, q = by["stacked"], by["sequential"]
+        print(f"K={members}: stacked {s['member_steps_per_s']:.1f} member-steps/s ({s['peak_rss_mb']:.0f} MB, "
+              f"{s['peak_fraction']:.0%} of peak), {members} single runs {q['member_steps_per_s']:.1f} "
+              f"({q['peak_rss_mb']:.0f} MB) -> {s['member_steps_per_s'] / q['member_steps_per_s']:.2f}x", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -148,12 +244,29 @@ def main() -> None:
     p.add_argument("--source", default="bench/hopper/medium-v0", help="dataset repeated to 1M transitions")
     p.add_argument("--skip-d3rlpy", action="store_true")
     p.add_argument("--skip-conversion", action="store_true")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8], help="values of K (0: none)")
+    p.add_argument("--only-members", action="store_true", help="only the many-seeds rows")
+    p.add_argument("--profile", type=int, metavar="K", help="only profile a K-member step against a single one")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    p.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         return one(args)
+    args.members = [k for k in args.members if k > 0]
+    if args.threads:  # the peaks are measured with the threads the children use
+        torch.set_num_threads(args.threads)
+    if args.profile:
+        path = write_text(f"profile_members_{args.device.split(':')[0]}.txt",
+                          profile_members(args.profile, 256, args.device, args.threads))
+        print("wrote", path)
+        return
     peak = matmul_peak(args.device, torch.float32)
+    if args.only_members:
+        result = {"machine": machine(), "git_sha": git_sha(), "device": args.device, "threads": args.threads,
+                  "matmul_peak_gflops": peak / 1e9, "members": member_rows(args, peak)}
+        print("wrote", write_json(f"speed_members_{args.device.split(':')[0]}.json", result))
+        return
     # the bf16 rows against the bf16 peak (their fp32 critic part makes that a lower bound of their efficiency)
     peak_bf16 = matmul_peak(args.device, torch.bfloat16)
     rows = []
@@ -169,8 +282,9 @@ def main() -> None:
             print(f"batch {batch}: full {by['full']:.1f}/s (bf16 {by['full-bf16']:.1f}/s), "
                   f"critic {by['critic']:.1f}/s, critic + AWR actor {by['critic-awr']:.1f}/s, d3rlpy IQL "
                   f"{by['d3rlpy']:.1f}/s -> (critic + actor)/d3rlpy {by['critic-awr'] / by['d3rlpy']:.2f}x", flush=True)
-    result = {"machine": machine(), "git_sha": git_sha(), "device": args.device, "matmul_peak_gflops": peak / 1e9,
-              "matmul_peak_bf16_gflops": peak_bf16 / 1e9, "rows": rows}
+    result = {"machine": machine(), "git_sha": git_sha(), "device": args.device, "threads": args.threads,
+              "matmul_peak_gflops": peak / 1e9, "matmul_peak_bf16_gflops": peak_bf16 / 1e9, "rows": rows,
+              "members": member_rows(args, peak)}
     if not args.skip_conversion:
         result["conversion_1m"] = child("convert", 0, args)
         print(json.dumps(result["conversion_1m"]), flush=True)

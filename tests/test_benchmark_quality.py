@@ -53,7 +53,7 @@ def test_run_ours_trains_through_the_config_api_and_resumes_an_interrupted_run(t
 
     monkeypatch.setattr(training.train, "train", fake_train)
     args = argparse.Namespace(runs=str(tmp_path), tag=None, steps=123, batch_size=64, eval_every=50,
-                              curve_episodes=2, device="cpu", retrain=False)
+                              curve_episodes=2, device="cpu", retrain=False, together=False)
     for interrupted in (False, True):
         run = tmp_path / "bench_hopper_medium-v0" / "seed1"
         if interrupted:
@@ -66,3 +66,25 @@ def test_run_ours_trains_through_the_config_api_and_resumes_an_interrupted_run(t
     assert (first.optim.steps, first.optim.batch_size, first.run.seed, first.agent.multipliers) == (123, 64, 1, True)
     assert first.agent.gaussian_actor == "awr" and first.eval.eval_seed == quality.EVAL_SEED
     assert first.run.output_dir == str(run) and not first.run.resume and again.run.resume
+
+
+def test_together_trains_the_missing_seeds_as_one_multi_seed_run(tmp_path, monkeypatch):
+    import argparse
+
+    import training.train
+
+    calls = []
+    monkeypatch.setattr(training.train, "train_seeds", lambda config, seeds: calls.append((config, seeds)))
+    args = argparse.Namespace(runs=str(tmp_path), tag="k", steps=123, batch_size=64, eval_every=50, curve_episodes=2,
+                              device="cpu", retrain=False, together=True)
+    group = tmp_path / "bench_hopper_medium-v0_k"
+    (group / "seed1").mkdir(parents=True)
+    (group / "seed1" / "results.json").write_text("{}")  # finished: not trained again
+    quality.train_together("bench/hopper/medium-v0", [0, 1, 2], args)
+    (config, seeds), = calls
+    assert seeds == [0, 2] and config.run.output_dir == str(group) and not config.run.resume
+    assert (config.optim.steps, config.agent.multipliers, config.eval.eval_seed) == (123, True, quality.EVAL_SEED)
+    (group / "training_state").mkdir()  # an interrupted group resumes
+    (group / "training_state" / "latest.json").write_text('{"step": 50}')
+    quality.train_together("bench/hopper/medium-v0", [0, 1, 2], args)
+    assert calls[1][0].run.resume
