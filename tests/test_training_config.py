@@ -110,3 +110,22 @@ def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(box_dataset, tmp
     assert re.search(r"step 2/6 \(33%\), [\d.]+ steps/s, bc [\d.]+ v [\d.]+ q [\d.]+, ETA \d+m\d\ds", lines[0])
     metrics = (tmp_path / "log" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in metrics] == [2, 4, 6]  # metrics.jsonl unchanged by the progress lines
+
+
+def test_preset_paper_keeps_the_official_settings_when_ours_differ(monkeypatch):
+    import dataclasses
+
+    from training import presets
+
+    ours = dataclasses.replace(presets.PAPER_PRESETS["locomotion"], expectile=0.9)
+    monkeypatch.setitem(presets.PRESETS, "locomotion", ours)
+    base = TrainConfig.create(dataset="bench/hopper/medium-v0")
+    assert base.run.preset == "default"
+    assert base.resolved("bench/hopper/medium-v0", "Hopper-v5").optim.expectile == 0.9
+    paper = base.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert paper.optim.expectile == 0.7 and paper.optim.batch_size == 512
+    assert paper.hyperparameters()["preset"] == "paper"
+    assert base.replace(expectile=0.8).resolved("bench/hopper/medium-v0", "Hopper-v5").optim.expectile == 0.8
+    with pytest.raises(ValueError, match="run.preset .--preset. must be one of default, paper"):
+        TrainConfig.create(dataset="x", preset="mine")
+    assert presets.PRESETS.keys() == presets.PAPER_PRESETS.keys()

@@ -36,7 +36,7 @@ from typing import Any
 from aligniql.agent import resolve_device
 from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig
 from aligniql.precision import PRECISIONS, resolve_precision
-from training.presets import PRESETS, Preset, dataset_slug, preset_for
+from training.presets import PRESET_NAMES, PRESETS, Preset, dataset_slug, preset_for
 from training.trainer import GAUSSIAN_WEIGHTS, TrainerConfig
 
 SAVED_FORMAT = 2
@@ -141,6 +141,10 @@ class RunConfig(_Group):
     """Steps between training-state checkpoints (0: only at the end)."""
     resume: bool = option(False, resumable=True)
     """Continue the run in --output-dir from its training state (its defining settings must match)."""
+    preset: str = option("default", choices=PRESET_NAMES, legacy="paper")
+    """Where the fields marked preset take their values: default (this package's per-domain choices, the
+    paper's settings wherever no measurement says otherwise) or paper (the official AlignIQL launchers' settings,
+    exactly)."""
 
 
 @dataclass(frozen=True)
@@ -365,8 +369,8 @@ class TrainConfig:
 
         A value given explicitly always wins over the preset.
         """
-        preset = preset_for(dataset_id, env_id)
         flat = self.flat()
+        preset = preset_for(dataset_id, env_id, flat["preset"])
         for f in _all_fields():
             if f.metadata["preset"] and flat[f.name] is None:
                 flat[f.name] = getattr(preset, f.name)

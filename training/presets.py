@@ -7,8 +7,10 @@ those fields that the user left unset from the dataset's preset; a value given e
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 
 LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
 
@@ -33,7 +35,7 @@ class Preset:
     """N diffusion candidates per state at training-time evaluation (§8.1)."""
 
 
-PRESETS: dict[str, Preset] = {
+PAPER_PRESETS: dict[str, Preset] = {
     "locomotion": Preset("locomotion", expectile=0.7, awr_beta=3.0, reward_transform="locomotion"),
     "antmaze": Preset("antmaze", expectile=0.9, awr_beta=10.0, reward_transform="antmaze"),
     "adroit": Preset("adroit", expectile=0.7, awr_beta=0.5, reward_transform="none"),
@@ -43,6 +45,16 @@ PRESETS: dict[str, Preset] = {
     "pointmaze": Preset("pointmaze", expectile=0.7, awr_beta=3.0, reward_transform="none"),
     "other": Preset("other", expectile=0.7, awr_beta=3.0, reward_transform="none"),
 }
+"""What the official launchers set, per domain: ``--preset paper``. Never changed by our own choices."""
+
+OUR_CHOICES: dict[str, dict[str, Any]] = {}
+"""Where this package's defaults depart from the paper's, per domain, and only where a measured protocol says so
+(benchmarks/README.md, "Choosing the defaults"). Empty: every default is still the paper's."""
+
+PRESETS: dict[str, Preset] = {domain: dataclasses.replace(preset, **OUR_CHOICES.get(domain, {}))
+                              for domain, preset in PAPER_PRESETS.items()}
+"""The default presets (``--preset default``): the paper's with :data:`OUR_CHOICES` applied."""
+PRESET_NAMES = ("default", "paper")
 
 
 def domain_of(dataset_id: str, env_id: str | None = None) -> str:
@@ -75,9 +87,11 @@ def domain_of(dataset_id: str, env_id: str | None = None) -> str:
     return "other"
 
 
-def preset_for(dataset_id: str, env_id: str | None = None) -> Preset:
-    """The preset of the dataset's domain (see :func:`domain_of`)."""
-    return PRESETS[domain_of(dataset_id, env_id)]
+def preset_for(dataset_id: str, env_id: str | None = None, name: str = "default") -> Preset:
+    """The preset of the dataset's domain (see :func:`domain_of`): ours (``default``) or the paper's (``paper``)."""
+    if name not in PRESET_NAMES:
+        raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {name!r}")
+    return (PAPER_PRESETS if name == "paper" else PRESETS)[domain_of(dataset_id, env_id)]
 
 
 def dataset_slug(dataset_id: str) -> str:
