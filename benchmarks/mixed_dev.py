@@ -60,8 +60,10 @@ def slug(dataset: str) -> str:
 def full_config(dataset: str, seed: int, args: argparse.Namespace):
     from training.config import TrainConfig
 
+    # pinned (expectile, preset): the points must not move if the package defaults change
     return TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                              multipliers=True, gaussian_actor="awr", eval_every=10_000, eval_episodes=5,
+                              expectile=0.7, preset="paper", multipliers=True, gaussian_actor="awr",
+                              eval_every=10_000, eval_episodes=5,
                               eval_seed=DEV_EVAL_SEED, save_every=5000, threads=args.threads, video=False,
                               output_dir=str(Path(args.runs) / slug(dataset) / "tau0.7" / f"seed{seed}"))
 
