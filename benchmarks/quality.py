@@ -3,6 +3,8 @@
     bash benchmarks/setup.sh                                   # once: the venv with d3rlpy and matplotlib
     MINARI_DATASETS_PATH=../shared/datasets benchmarks/.venv/bin/python benchmarks/quality.py \
         --datasets bench/hopper/medium-v0 --seeds 0 1 2 --steps 30000 [--together]
+    MINARI_DATASETS_PATH=../shared/datasets benchmarks/.venv/bin/python benchmarks/quality.py --engine sweep \
+        --datasets bench/hopper/medium-v0 bench/walker2d/medium-v0 --seeds 0 1 2 --cpus-per-trial 1 [--address auto]
 
 For each dataset and seed: one AlignIQL training run (with the AlignIQL-hard multipliers and a Gaussian
 weighted-regression actor, so every variant comes from the same checkpoint), its learning curve (AlignIQL,
@@ -10,6 +12,12 @@ evaluated every --eval-every steps on the same episode seeds as d3rlpy's curve; 
 the training seed's episodes), then a final evaluation of each extraction rule; and d3rlpy's IQL trained
 on the same transitions with the same budget and evaluated by the same ``aligniql.evaluate`` (same episode
 seeds, same reference scores). Writes benchmarks/results/quality_<dataset>.json and .png.
+
+``--engine local`` (the default) trains the runs in this process, one after another (or a dataset's seeds as
+one multi-seed run with --together). ``--engine sweep`` trains every (dataset, seed) as one trial of a Ray Tune
+sweep (``training/sweep.py``, the ``[sweep]`` extra): scheduled over this machine's cores or a cluster
+(--address auto), checkpointed and retried; rerunning the same command resumes it. Its run directories are under
+``<--storage>/sweep-<hash of the settings>/runs/``; the rest (curves, final evaluations, d3rlpy) is the same.
 """
 
 from __future__ import annotations
@@ -49,13 +57,18 @@ def group_dir(dataset: str, args: argparse.Namespace) -> Path:
     return Path(args.runs) / (dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else ""))
 
 
+def ours_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields every AlignIQL run of this benchmark shares, whichever engine trains it."""
+    return dict(batch_size=args.batch_size, multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
+                eval_episodes=args.curve_episodes, device=args.device, save_every=args.eval_every,
+                eval_seed=EVAL_SEED)
+
+
 def ours_config(dataset: str, seed: int, args: argparse.Namespace, output_dir: Path):
     from training.config import TrainConfig
 
-    return TrainConfig.create(dataset=dataset, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                              multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
-                              eval_episodes=args.curve_episodes, output_dir=str(output_dir), device=args.device,
-                              save_every=args.eval_every, eval_seed=EVAL_SEED)
+    return TrainConfig.create(dataset=dataset, steps=args.steps, seed=seed, output_dir=str(output_dir),
+                              **ours_settings(args))
 
 
 def train_together(dataset: str, seeds: list[int], args: argparse.Namespace) -> None:
@@ -76,8 +89,6 @@ def train_together(dataset: str, seeds: list[int], args: argparse.Namespace) -> 
 
 
 def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
-    from aligniql import AlignIQLAgent
-    from aligniql.evaluation import evaluate
     from training.train import train
 
     out = group_dir(dataset, args) / f"seed{seed}"
@@ -87,6 +98,15 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     if not (out / "results.json").exists():
         # an interrupted benchmark picks up where it stopped
         train(config.replace(resume=(out / "training_state").exists()))
+    return evaluate_run(dataset, seed, out, args)
+
+
+def evaluate_run(dataset: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
+    """A seed's entry from its finished run directory, whichever engine trained it: the learning curve from
+    metrics.jsonl and every variant scored on the final checkpoint with --episodes episodes at EVAL_SEED."""
+    from aligniql import AlignIQLAgent
+    from aligniql.evaluation import evaluate
+
     curve = []
     for line in (out / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -102,14 +122,71 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     return {"curve": curve, "final": finals, "run_dir": str(out), **training_revision(out)}
 
 
+# ---------------------------------------------------------------------- --engine sweep
+def sweep_spec(args: argparse.Namespace):
+    """One trial per (dataset, seed) with this benchmark's settings; the variants are scored here afterwards
+    (with --episodes episodes, not the sweep's final-evaluation episodes), so the sweep does not score them."""
+    from training.sweep import SweepSpec
+
+    return SweepSpec(datasets=tuple(args.datasets), seeds=tuple(dict.fromkeys(args.seeds)), steps=args.steps,
+                     settings=ours_settings(args))
+
+
+def sweep_dir_of(spec, args: argparse.Namespace) -> Path:
+    """Named by the hash of the spec (as training/sweep.py names it), so the same command resumes the same sweep
+    and another budget or setting never mixes with it."""
+    storage = Path(args.storage) if args.storage else Path(args.runs) / "sweep"
+    return storage.expanduser().resolve() / spec.default_name()
+
+
+def train_sweep(spec, args: argparse.Namespace) -> tuple[dict[tuple[str, int], Path], dict]:
+    """Train (or resume) every trial of ``spec`` with Ray Tune; returns each (dataset, seed)'s run directory and
+    the sweep's wall clock. Every requested seed is a trial, even one whose entry exists, so that the sweep's
+    name (and with it what a rerun resumes) depends on the command only."""
+    from training.sweep import run_sweep, trials
+
+    sweep_dir = sweep_dir_of(spec, args)
+    runs = {(t["dataset"], t["seed"]): Path(t["run_dir"]) for t in trials(spec, sweep_dir)}
+    if args.retrain:
+        retrain_sweep(sweep_dir, runs.values())
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else float(args.device.startswith("cuda"))
+    start = time.monotonic()
+    try:
+        run_sweep(spec, storage=sweep_dir.parent, name=sweep_dir.name, cpus_per_trial=args.cpus_per_trial,
+                  gpus_per_trial=gpus, address=args.address)
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    timing = {"engine": "sweep", "wall_clock_s": time.monotonic() - start, "sweep_dir": str(sweep_dir)}
+    return runs, timing
+
+
+def evaluate_sweep_run(run_dirs: dict[tuple[str, int], Path]):
+    """``run_ours`` for runs the sweep trained: only their evaluation is left."""
+    return lambda dataset, seed, args: evaluate_run(dataset, seed, run_dirs[dataset, seed], args)
+
+
+def retrain_sweep(sweep_dir: Path, run_dirs) -> None:
+    """--retrain: the finished trials' runs go aside (as the local engine's), and so does Tune's record of the
+    experiment, which would otherwise keep them finished; unfinished trials resume from their run directories."""
+    from training.sweep import TUNE_DIR
+
+    moved = [move_finished_run_aside(run_dir) for run_dir in run_dirs]
+    if any(moved) and (sweep_dir / TUNE_DIR).exists():
+        move_aside(sweep_dir / TUNE_DIR)
+
+
 def move_finished_run_aside(out: Path) -> Path | None:
     """For --retrain: rename a finished run (kept, not deleted: it may be the only copy of an earlier result) so
     the seed trains anew. An unfinished run stays and resumes, so an interrupted --retrain loses nothing."""
     if not (out / "results.json").exists():
         return None
-    aside = out.with_name(f"{out.name}.before-retrain-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.rename(aside)
-    print(f"  --retrain: moved the previous run to {aside}", flush=True)
+    return move_aside(out)
+
+
+def move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.before-retrain-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    print(f"  --retrain: moved {path} aside, to {aside}", flush=True)
     return aside
 
 
@@ -139,7 +216,7 @@ def run_d3rlpy(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     return {"curve": curve, "final": {"score": score_of(final.to_dict()), **final.to_dict()}}
 
 
-def summarize(dataset: str, per_seed: dict, args: argparse.Namespace) -> dict:
+def summarize(dataset: str, per_seed: dict, args: argparse.Namespace, timing: dict | None = None) -> dict:
     table = {}
     methods = list(VARIANTS) + ["d3rlpy IQL"]
     for m in methods:
@@ -149,7 +226,35 @@ def summarize(dataset: str, per_seed: dict, args: argparse.Namespace) -> dict:
             table[m] = seed_stats(scores)
     return {"dataset": dataset, "steps": args.steps, "batch_size": args.batch_size, "episodes": args.episodes,
             "metric": metric_name(dataset), **({"tag": args.tag} if args.tag else {}),
-            "table": table, "per_seed": per_seed, "machine": machine()}
+            "table": table, "commits": commits(per_seed), **(timing or {}), "per_seed": per_seed,
+            "machine": machine()}
+
+
+def commits(per_seed: dict) -> list[str | None]:
+    """The distinct commits that trained the table's seeds, in seed order; null for a seed whose run did not
+    record one, so that one commit in the list means every seed was trained by the same code."""
+    seeds = sorted(per_seed, key=int)
+    return list(dict.fromkeys(per_seed[s]["ours"].get("git_sha") for s in seeds if "ours" in per_seed[s]))
+
+
+TIMING_KEYS = ("engine", "wall_clock_s", "sweep_dir")
+
+
+def load_table(dataset: str, args: argparse.Namespace) -> tuple[str, dict, dict | None]:
+    """A dataset's results so far: its file slug, the per-seed entries (less the seeds to --retrain) and the
+    timing of the invocation that last trained it."""
+    slug = dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")
+    path = RESULTS / f"quality_{slug}.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    per_seed = saved.get("per_seed", {})
+    if args.retrain:  # only the seeds asked for: the others' results stay
+        for seed in args.seeds:
+            per_seed.pop(str(seed), None)
+    for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
+        if "ours" in entry and "git_sha" not in entry["ours"]:
+            entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
+    timing = {k: saved[k] for k in TIMING_KEYS if k in saved} or None
+    return slug, per_seed, timing
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -181,7 +286,7 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -203,28 +308,72 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tag", help="keeps a second budget of a dataset apart (e.g. 200k): results go to "
                    "quality_<dataset>_<tag>.json and runs to <runs>/<dataset>_<tag>, as seeds of different budgets "
                    "must not merge")
-    args = p.parse_args(argv)
+    engine = p.add_argument_group("engine", "who trains the AlignIQL runs")
+    engine.add_argument("--engine", default="local", choices=["local", "sweep"],
+                        help="local: in this process; sweep: one Ray Tune trial per (dataset, seed), needs ray[tune]")
+    engine.add_argument("--address", help="--engine sweep: the Ray cluster (auto: the one `ray start` runs here); "
+                        "default: Ray on this machine alone")
+    engine.add_argument("--cpus-per-trial", type=float, help="--engine sweep: CPUs (and torch threads) per trial "
+                        "(default: 1)")
+    engine.add_argument("--gpus-per-trial", type=float, help="--engine sweep: GPUs per trial (default: 1 with a "
+                        "cuda --device, else 0; 0.25 puts four trials on a GPU)")
+    engine.add_argument("--storage", help="--engine sweep: where the sweep goes, a path every node can reach "
+                        "(default: <runs>/sweep)")
+    return p
+
+
+SWEEP_ONLY = ("address", "cpus_per_trial", "gpus_per_trial", "storage")
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace):
+    """Every misuse is reported before anything trains; returns the sweep's spec for --engine sweep."""
     if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
         p.error(f"--tag must be letters, digits, '-' or '_' (it names files), got {args.tag!r}")
+    sweep_flags = [f"--{name.replace('_', '-')}" for name in SWEEP_ONLY if getattr(args, name) is not None]
+    if args.engine == "local":
+        if sweep_flags:
+            p.error(f"{', '.join(sweep_flags)} need --engine sweep")
+        return None
+    if args.together:
+        p.error("--together is --engine local's (stacked seeds in one process); the sweep trains each seed as a trial")
+    if args.cpus_per_trial is None:
+        args.cpus_per_trial = 1.0
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial or 0) < 0:
+        p.error("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    try:
+        return sweep_spec(args)
+    except ValueError as e:
+        p.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    spec = check_args(p, args)
+    tables = {dataset: load_table(dataset, args) for dataset in args.datasets}
+    missing = {d: [s for s in args.seeds if "ours" not in per_seed.get(str(s), {})]
+               for d, (_, per_seed, _) in tables.items()}
+    ours, sweep_timing = run_ours, None
+    if spec is not None and any(missing.values()):
+        run_dirs, sweep_timing = train_sweep(spec, args)
+        ours = evaluate_sweep_run(run_dirs)
     for dataset in args.datasets:
-        slug = dataset.replace("/", "_") + (f"_{args.tag}" if args.tag else "")
-        path = RESULTS / f"quality_{slug}.json"
-        per_seed = json.loads(path.read_text())["per_seed"] if path.exists() else {}
-        if args.retrain:  # only the seeds asked for: the others' results stay
-            for seed in args.seeds:
-                per_seed.pop(str(seed), None)
-        for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
-            if "ours" in entry and "git_sha" not in entry["ours"]:
-                entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
+        slug, per_seed, timing = tables[dataset]
+        spent = 0.0  # local: this invocation's AlignIQL runs one after another, their final evaluations included
         if args.together:
-            train_together(dataset, [s for s in args.seeds if "ours" not in per_seed.get(str(s), {})], args)
+            start = time.monotonic()
+            train_together(dataset, missing[dataset], args)
+            spent += time.monotonic() - start
         for seed in args.seeds:
             entry = per_seed.setdefault(str(seed), {})
             if "ours" not in entry:
-                entry["ours"] = run_ours(dataset, seed, args)
+                start = time.monotonic()
+                entry["ours"] = ours(dataset, seed, args)
+                spent += time.monotonic() - start
+                timing = sweep_timing or {"engine": "local", "wall_clock_s": spent}
             if not args.skip_d3rlpy and "d3rlpy" not in entry:
                 entry["d3rlpy"] = run_d3rlpy(dataset, seed, args)
-            summary = summarize(dataset, per_seed, args)
+            summary = summarize(dataset, per_seed, args, timing)
             write_json(f"quality_{slug}.json", summary)  # after every seed: nothing is lost on interruption
             plot(summary, RESULTS / f"quality_{slug}.png")
         for m, row in summarize(dataset, per_seed, args)["table"].items():
