@@ -45,6 +45,7 @@ RULES = {
 EXTRA_RULES = {
     "AlignIQL argmax N=16": {"extraction": "aligniql", "num_samples": 16},
     "AlignIQL softmax N=64, T = spread": {"extraction": "aligniql", "selection": "softmax", "temperature": "spread"},
+    "IDQL expectile softmax N=64": {"extraction": "idql_expectile", "selection": "softmax"},
 }
 # rules that do not depend on the critic point: evaluated on the full run only
 BEHAVIOUR_RULES = {
