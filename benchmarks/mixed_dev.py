@@ -189,7 +189,39 @@ def report(dataset: str, out: Path = OUT) -> dict:
                          f"{v.get('val/value', float('nan')):.4f} | {v.get('val/q', float('nan')):.4f} |")
     (out / f"{slug(dataset)}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(summary, out / f"{slug(dataset)}.png")
     return summary
+
+
+def plot(summary: dict, path: Path) -> None:
+    """One group of bars per critic point, one bar per rule (mean ± sample std over seeds); needs matplotlib
+    (the benchmark venv has it), else nothing is drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rules = list(dict.fromkeys(name for rows in summary["table"].values() for name in rows))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / max(1, len(rules))
+    for i, name in enumerate(rules):
+        xs, means, stds = [], [], []
+        for j, rows in enumerate(summary["table"].values()):
+            if name in rows:
+                xs.append(j + i * width)
+                means.append(rows[name]["mean"])
+                stds.append(rows[name]["std"])
+        ax.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(summary["table"]))], list(summary["table"]))
+    ax.set_ylabel("normalized score (dev seeds)")
+    ax.set_title(f"{summary['dataset']}: seeds {summary['seeds']}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
