@@ -33,8 +33,12 @@ from benchmarks.common import RESULTS, machine, seed_stats  # noqa: E402
 
 DEV_EVAL_SEED = 200_000
 OUT = RESULTS / "mixed_dev"
-# critic points: name -> (expectile, critic updates per step); "tau0.7" is the full run's own critic
-POINTS = {"tau0.7": (0.7, 1), "tau0.8": (0.8, 1), "tau0.9": (0.9, 1), "tau0.95": (0.95, 1), "tau0.9_cu3": (0.9, 3)}
+# critic points: name -> TrainConfig fields of its critic-only run; "tau0.7" is the full run's own critic.
+# tau0.7_noln: V without the input LayerNorm of the official launchers (paper-era IDQL and d3rlpy have none),
+# with the AWR Gaussian actor, to see whether the critic is what separates us from d3rlpy's IQL on mixed data
+POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.9},
+          "tau0.95": {"expectile": 0.95}, "tau0.9_cu3": {"expectile": 0.9, "critic_updates": 3},
+          "tau0.7_noln": {"value_layer_norm": False, "gaussian_actor": "awr"}}
 # act-time rules evaluated on every point: name -> act() overrides
 RULES = {
     "AlignIQL argmax N=64 (default)": {"extraction": "aligniql"},
@@ -77,9 +81,8 @@ def train_point(dataset: str, seed: int, point: str, args: argparse.Namespace) -
     if point == "tau0.7":
         config = full
     else:
-        expectile, updates = POINTS[point]
-        config = full.replace(expectile=expectile, critic_updates=updates, gaussian_actor=None, eval_episodes=0,
-                              behavior_from=full.run.output_dir, output_dir=str(out))
+        config = full.replace(**{"gaussian_actor": None, "eval_episodes": 0, "behavior_from": full.run.output_dir,
+                                 "output_dir": str(out), **POINTS[point]})
     if not (out / "results.json").exists():
         t0 = time.perf_counter()
         train(config.replace(resume=(out / "training_state").exists()))
@@ -158,6 +161,9 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
         rules = dict(RULES)
         if point == "tau0.7":
             rules |= BEHAVIOUR_RULES | EXTRA_RULES
+        if point == "tau0.7_noln":
+            rules |= {"Gaussian (AWR, tau 0.7)": BEHAVIOUR_RULES["Gaussian (AWR, tau 0.7)"],
+                      "IDQL expectile softmax N=64": EXTRA_RULES["IDQL expectile softmax N=64"]}
         if point == "tau0.9":
             rules |= EXTRA_RULES
         evaluate_rules(run_dir, rules, dataset, record, path, args)
