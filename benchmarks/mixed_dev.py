@@ -13,6 +13,9 @@ training). Every act-time rule is then evaluated on every point's agent, on the 
 validation losses of each critic are recorded next to its scores. Nothing is selected here: the script records
 every point; the choice and its protocol are in benchmarks/README.md.
 
+d3rlpy's IQL is the reference: ``benchmarks/.venv/bin/python benchmarks/d3rlpy_iql.py train --dataset <id> --steps
+30000 --seed <k> --eval-seed 200000 --episodes 10 > benchmarks/results/mixed_dev/<dataset>_d3rlpy_seed<k>.json``.
+
 Runs are resumable (finished runs and evaluations are kept in ``<runs>`` and in
 ``benchmarks/results/mixed_dev/<dataset>_seed<k>.json``, written after every evaluation).
 """
@@ -183,8 +186,14 @@ def report(dataset: str, out: Path = OUT) -> dict:
         vals = [s["points"][point]["validation"] for s in seeds if point in s["points"]]
         if vals:
             val[point] = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+    # d3rlpy's IQL on the same data, budget and dev evaluation seeds: benchmarks/d3rlpy_iql.py train --dataset
+    # <id> --steps 30000 --seed k --eval-seed 200000 --episodes 10, its JSON line saved as <dataset>_d3rlpy_seed<k>.json
+    d3 = [json.loads(p.read_text()) for p in sorted(out.glob(f"{slug(dataset)}_d3rlpy_seed*.json"))]
+    if d3:
+        table["d3rlpy IQL"] = {"d3rlpy IQL (tau 0.7, AWR actor)": seed_stats([r["final"]["normalized_score"]
+                                                                                for r in d3])}
     summary = {"dataset": dataset, "seeds": [s["seed"] for s in seeds], "table": table, "validation": val,
-               "eval_seed": DEV_EVAL_SEED}
+               "eval_seed": DEV_EVAL_SEED, "d3rlpy_seeds": [r["seed"] for r in d3]}
     (out / f"{slug(dataset)}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# {dataset}: seeds {summary['seeds']}, dev evaluation seeds {DEV_EVAL_SEED}+", "",
              "| critic point | rule | score (mean ± std) | seeds | val/value | val/q |", "|---|---|---|---|---|---|"]
