@@ -129,3 +129,15 @@ def test_preset_paper_keeps_the_official_settings_when_ours_differ(monkeypatch):
     with pytest.raises(ValueError, match="run.preset .--preset. must be one of default, paper"):
         TrainConfig.create(dataset="x", preset="mine")
     assert presets.PRESETS.keys() == presets.PAPER_PRESETS.keys()
+
+
+def test_value_layer_norm_is_a_preset_field_settable_both_ways():
+    config = TrainConfig.create(dataset="bench/hopper/medium-v0")
+    assert config.agent.value_layer_norm is None  # the preset decides
+    paper = config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert paper.agent.value_layer_norm is True  # the official launchers' LayerNorm
+    parser = build_parser()
+    assert from_args(parser.parse_args(["--dataset", "x", "--no-value-layer-norm"])).agent.value_layer_norm is False
+    assert from_args(parser.parse_args(["--dataset", "x", "--value-layer-norm"])).agent.value_layer_norm is True
+    off = config.replace(value_layer_norm=False).resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert off.agent.value_layer_norm is False

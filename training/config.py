@@ -172,8 +172,8 @@ class AgentConfig(_Group):
 
     hidden_dim: int = option(AlignIQLConfig.hidden_dim, check=at_least(1))
     """Q, V, multiplier and Gaussian-actor MLP width."""
-    value_layer_norm: bool = option(AlignIQLConfig.value_layer_norm)
-    """LayerNorm on the input of V and of the multiplier nets, as the jaxrl5 MLP does."""
+    value_layer_norm: bool | None = option(None, preset=True, legacy=True)
+    """LayerNorm on the input of V and of the multiplier nets, as the jaxrl5 MLP of the official launchers does."""
     denoiser_hidden_dim: int = option(AlignIQLConfig.denoiser_hidden_dim, check=at_least(1))
     """LN-ResNet width (blocks are 4x inside)."""
     denoiser_blocks: int = option(AlignIQLConfig.denoiser_blocks, check=at_least(1))
@@ -508,8 +508,8 @@ def build_parser(prog: str = "python training/train.py", description: str | None
                 source = source or g.add_mutually_exclusive_group(required=True)
                 target = source
             kwargs: dict[str, Any] = {"dest": f.name, "help": doc.replace("%", "%%")}
-            if base is bool:
-                action = argparse.BooleanOptionalAction if f.default else "store_true"
+            if base is bool:  # a preset bool can be switched either way
+                action = argparse.BooleanOptionalAction if f.default or meta["preset"] else "store_true"
                 target.add_argument(flag, action=action, **kwargs)
                 continue
             if meta["const"] is not None:

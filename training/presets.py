@@ -33,6 +33,8 @@ class Preset:
     """The AlignIQL/IDQL code evaluates 50 episodes in every domain (§9)."""
     num_samples: int = 64
     """N diffusion candidates per state at training-time evaluation (§8.1)."""
+    value_layer_norm: bool = True
+    """LayerNorm on V's (and the multiplier nets') input, as the AlignIQL/IDQL launchers set it (§2.3)."""
 
 
 PAPER_PRESETS: dict[str, Preset] = {
