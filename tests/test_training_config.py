@@ -136,6 +136,7 @@ def test_value_layer_norm_is_a_preset_field_settable_both_ways():
     assert config.agent.value_layer_norm is None  # the preset decides
     paper = config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert paper.agent.value_layer_norm is True  # the official launchers' LayerNorm
+    assert config.resolved("bench/hopper/medium-v0", "Hopper-v5").agent.value_layer_norm is False  # OUR_CHOICES
     parser = build_parser()
     assert from_args(parser.parse_args(["--dataset", "x", "--no-value-layer-norm"])).agent.value_layer_norm is False
     assert from_args(parser.parse_args(["--dataset", "x", "--value-layer-norm"])).agent.value_layer_norm is True
