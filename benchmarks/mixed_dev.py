@@ -60,6 +60,14 @@ BEHAVIOUR_RULES = {
     "Gaussian (AWR, tau 0.7)": {"extraction": "gaussian"},
 }
 
+# rules beyond RULES, per point: the behaviour-only rules on the full run, the extra ones where they were asked
+POINT_RULES = {
+    "tau0.7": BEHAVIOUR_RULES | EXTRA_RULES,
+    "tau0.9": EXTRA_RULES,
+    "tau0.7_noln": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
+                    if k in ("Gaussian (AWR, tau 0.7)", "IDQL expectile softmax N=64")},
+}
+
 
 def slug(dataset: str) -> str:
     return dataset.replace("/", "_")
@@ -113,7 +121,8 @@ def spread_temperature(agent, dataset: str) -> float:
     return float(cand.log_weights.std(dim=1).median())
 
 
-def evaluate_rules(run_dir: Path, rules: dict, dataset: str, record: dict, path: Path, args) -> None:
+def evaluate_rules(run_dir: Path, rules: dict, dataset: str, record: dict, save, args) -> None:
+    """Score each rule not in ``record["scores"]`` yet, calling ``save()`` after each (nothing is lost)."""
     import torch
 
     from aligniql import AlignIQLAgent
@@ -126,7 +135,9 @@ def evaluate_rules(run_dir: Path, rules: dict, dataset: str, record: dict, path:
             continue
         overrides = dict(overrides)
         if overrides.get("temperature") == "spread":
-            overrides["temperature"] = record.setdefault("spread_temperature", spread_temperature(agent, dataset))
+            if "spread_temperature" not in record:
+                record["spread_temperature"] = spread_temperature(agent, dataset)
+            overrides["temperature"] = record["spread_temperature"]
         t0 = time.perf_counter()
         with torch.random.fork_rng():
             res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=DEV_EVAL_SEED,
@@ -134,17 +145,7 @@ def evaluate_rules(run_dir: Path, rules: dict, dataset: str, record: dict, path:
         record["scores"][name] = {"score": score_of(res), "returns": res["returns"], "lengths": res["lengths"],
                                   "seconds": round(time.perf_counter() - t0, 1)}
         print(f"  {run_dir.parent.name:12} {name:36} {record['scores'][name]['score']:7.2f}", flush=True)
-        write(path)
-
-
-_STATE: dict = {}
-
-
-def write(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_STATE, indent=1) + "\n")
-    tmp.replace(path)
+        save()
 
 
 def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
@@ -152,24 +153,23 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from aligniql.hub import atomic_write_text
+
     path = Path(args.out) / f"{slug(dataset)}_seed{seed}.json"
-    _STATE.update(json.loads(path.read_text()) if path.exists() else
-                  {"dataset": dataset, "seed": seed, "steps": args.steps, "batch_size": args.batch_size,
-                   "episodes": args.episodes, "eval_seed": DEV_EVAL_SEED, "points": {}, "machine": machine()})
+    state = json.loads(path.read_text()) if path.exists() else {
+        "dataset": dataset, "seed": seed, "steps": args.steps, "batch_size": args.batch_size,
+        "episodes": args.episodes, "eval_seed": DEV_EVAL_SEED, "points": {}, "machine": machine()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(state, indent=1) + "\n")
+
     for point in args.points:
         run_dir = train_point(dataset, seed, point, args)
-        record = _STATE["points"].setdefault(point, {"scores": {}})
+        record = state["points"].setdefault(point, {"scores": {}})
         record["validation"] = last_validation(run_dir)
         record["git_sha"] = json.loads((run_dir / "train_config.json").read_text()).get("git_sha")
-        rules = dict(RULES)
-        if point == "tau0.7":
-            rules |= BEHAVIOUR_RULES | EXTRA_RULES
-        if point == "tau0.7_noln":
-            rules |= {"Gaussian (AWR, tau 0.7)": BEHAVIOUR_RULES["Gaussian (AWR, tau 0.7)"],
-                      "IDQL expectile softmax N=64": EXTRA_RULES["IDQL expectile softmax N=64"]}
-        if point == "tau0.9":
-            rules |= EXTRA_RULES
-        evaluate_rules(run_dir, rules, dataset, record, path, args)
+        evaluate_rules(run_dir, RULES | POINT_RULES.get(point, {}), dataset, record, save, args)
 
 
 def report(dataset: str, out: Path = OUT) -> dict:
@@ -256,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
         report(args.dataset, Path(args.out))
         return
     for seed in args.seeds:
-        _STATE.clear()
         run_seed(args.dataset, seed, args)
 
 

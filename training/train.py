@@ -186,14 +186,14 @@ def reuse_behavior(agent: AlignIQLAgent, source: str, seed: int) -> dict[str, An
     Raises:
         BehaviorSourceError: the source is not a finished agent of this dataset, or its behaviour model differs.
     """
-    folder = Path(source)
-    if (folder / "train_config.json").is_file() and not (folder / "results.json").is_file():
-        raise BehaviorSourceError(f"--behavior-from {source}: that run has not finished (no results.json), so its "
-                         "model.safetensors is an intermediate EMA; finish it with --resume first")
     try:
-        src = AlignIQLAgent.from_pretrained(source)
+        folder = hub.resolve_pretrained(source)  # a local directory as it is, a Hub id downloaded once
+        src = AlignIQLAgent.from_pretrained(folder)
     except (OSError, ValueError) as e:  # not there, or not an agent
         raise BehaviorSourceError(f"--behavior-from {source}: cannot load it as an agent: {e}") from None
+    if (folder / "train_config.json").is_file() and not (folder / "results.json").is_file():
+        raise BehaviorSourceError(f"--behavior-from {source}: that run has not finished (no results.json), so its "
+                                  "model.safetensors is an intermediate EMA; finish it with --resume first")
     mine, theirs = agent.config.to_dict(), src.config.to_dict()
     diff = {k: (theirs.get(k), mine.get(k)) for k in BEHAVIOR_FIELDS if theirs.get(k) != mine.get(k)}
     if diff:
@@ -204,8 +204,8 @@ def reuse_behavior(agent: AlignIQLAgent, source: str, seed: int) -> dict[str, An
         raise BehaviorSourceError(f"--behavior-from {source}: its observation normalization differs from this "
                                   "dataset's (another version of the dataset, or --normalize-obs differs)")
     agent.denoiser.load_state_dict(src.denoiser.state_dict(), strict=True)
-    record: dict[str, Any] = {"from": str(source), "weights_sha256": read_config_file(
-        Path(hub.resolve_pretrained(source)) / hub.CONFIG_NAME)[1].get("weights_sha256")}
+    record: dict[str, Any] = {"from": str(source),
+                              "weights_sha256": read_config_file(folder / hub.CONFIG_NAME)[1].get("weights_sha256")}
     if (folder / "train_config.json").is_file():
         src_seed = load_saved(folder / "train_config.json")[0].run.seed
         record["seed"] = src_seed
@@ -261,7 +261,9 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     torch.manual_seed(seed)
     train_set, held_out = split_holdout(data.transitions, config.data.holdout, seed)
     agent = build_agent(config, data)
-    behavior = None if config.optim.behavior_from is None else reuse_behavior(agent, config.optim.behavior_from, seed)
+    # a resumed run's state holds the reused denoiser (and train_config.json its source): the source may be gone
+    reuse = config.optim.behavior_from is not None and not config.run.resume
+    behavior = reuse_behavior(agent, config.optim.behavior_from, seed) if reuse else None
     trainer = Trainer(agent, train_set, config.trainer_config(), seed=seed, device=device, validation=held_out)
     if config.run.resume:
         try:
