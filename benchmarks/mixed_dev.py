@@ -169,7 +169,10 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
         record = state["points"].setdefault(point, {"scores": {}})
         record["validation"] = last_validation(run_dir)
         record["git_sha"] = json.loads((run_dir / "train_config.json").read_text()).get("git_sha")
-        evaluate_rules(run_dir, RULES | POINT_RULES.get(point, {}), dataset, record, save, args)
+        rules = RULES | POINT_RULES.get(point, {})
+        if args.rules:  # a subset now; the rest can be scored later by the same command (the state is kept)
+            rules = {k: v for k, v in rules.items() if k in args.rules}
+        evaluate_rules(run_dir, rules, dataset, record, save, args)
 
 
 def report(dataset: str, out: Path = OUT) -> dict:
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
+    p.add_argument("--rules", nargs="+", choices=list(RULES | EXTRA_RULES | BEHAVIOUR_RULES),
+                   help="score only these act-time rules (default: every rule of each point)")
     p.add_argument("--steps", type=int, default=30_000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--episodes", type=int, default=10)

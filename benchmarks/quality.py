@@ -7,9 +7,9 @@
         --datasets bench/hopper/medium-v0 bench/walker2d/medium-v0 --seeds 0 1 2 --cpus-per-trial 1 [--address auto]
 
 For each dataset and seed: one AlignIQL training run (with the AlignIQL-hard multipliers and a Gaussian
-weighted-regression actor, so every variant comes from the same checkpoint), its learning curve (AlignIQL,
-evaluated every --eval-every steps on the same episode seeds as d3rlpy's curve; runs before that flag used
-the training seed's episodes), then a final evaluation of each extraction rule; and d3rlpy's IQL trained
+weighted-regression actor, so every variant comes from the same checkpoint), its learning curve (the run's
+default rule, evaluated every --eval-every steps on the same episode seeds as d3rlpy's curve; runs before that
+flag used the training seed's episodes), then a final evaluation of each extraction rule; and d3rlpy's IQL trained
 on the same transitions with the same budget and evaluated by the same ``aligniql.evaluate`` (same episode
 seeds, same reference scores). Writes benchmarks/results/quality_<dataset>.json and .png.
 
@@ -119,7 +119,14 @@ def evaluate_run(dataset: str, seed: int, out: Path, args: argparse.Namespace) -
         res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=EVAL_SEED, **overrides)
         finals[name] = {"score": score_of(res.to_dict()), **res.to_dict()}
         print(f"  {dataset} seed {seed} {name:20} score {finals[name]['score']:7.2f}", flush=True)
-    return {"curve": curve, "final": finals, "run_dir": str(out), **training_revision(out)}
+    return {"curve": curve, "final": finals, "run_dir": str(out), "default_extraction": default_extraction(out),
+            **training_revision(out)}
+
+
+def default_extraction(run_dir: Path) -> str | None:
+    """The act-time rule the run's ``config.json`` names: the one its learning curve was evaluated with."""
+    path = Path(run_dir) / "config.json"
+    return json.loads(path.read_text()).get("extraction") if path.is_file() else None
 
 
 # ---------------------------------------------------------------------- --engine sweep
@@ -264,7 +271,10 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("ours", "AlignIQL"), ("d3rlpy", "d3rlpy IQL")):
+    # the curve is the run's own evaluation, with the rule its config.json names (older entries: AlignIQL's)
+    rule = next((s["ours"].get("default_extraction") or "aligniql" for s in summary["per_seed"].values()
+                 if "ours" in s), "aligniql")
+    for key, label in (("ours", f"ours, extraction={rule}"), ("d3rlpy", "d3rlpy IQL")):
         curves = [s[key]["curve"] for s in summary["per_seed"].values() if key in s and s[key]["curve"]]
         if not curves:
             continue

@@ -57,3 +57,27 @@ def test_an_agent_of_a_robotics_env_says_which_extra_it_needs(monkeypatch):
     monkeypatch.setattr("aligniql.evaluation._register_robotics", lambda env_id: None)
     with pytest.raises(ValueError, match=r"needs gymnasium-robotics: pip install 'aligniql\[maze\]'"):
         agent_env(config)
+
+
+def test_a_run_resumes_with_the_preset_values_it_started_with_after_the_presets_change(box_dataset, tmp_path,
+                                                                                       monkeypatch):
+    import dataclasses
+    import json
+
+    from training import presets
+
+    install_fake_evaluation(monkeypatch)
+    out = tmp_path / "run"
+    args = [*TINY_ARGS, "--dataset", BOX_ID, "--steps", "4", "--batch-size", "16", "--eval-episodes", "0",
+            "--save-every", "2", "--output-dir", str(out)]
+    assert train.main(args) == 0
+    started = json.loads((out / "config.json").read_text())
+    changed = {d: dataclasses.replace(p, extraction="idql" if p.extraction != "idql" else "aligniql",
+                                      value_layer_norm=not p.value_layer_norm) for d, p in presets.PRESETS.items()}
+    monkeypatch.setattr(presets, "PRESETS", changed)
+    assert train.main([*args, "--resume"]) == 0  # the new preset values are not differences of the run
+    resumed = json.loads((out / "config.json").read_text())
+    assert (resumed["extraction"], resumed["value_layer_norm"]) == (started["extraction"], started["value_layer_norm"])
+    other = "idql" if started["extraction"] != "idql" else "aligniql"
+    with pytest.raises(SystemExit, match=r"--resume: these settings differ.*'extraction'"):
+        train.main([*args, "--resume", "--extraction", other])  # a value given explicitly still defines the run

@@ -195,7 +195,7 @@ class AgentConfig(_Group):
     gaussian_actor: str | None = option(None, choices=GAUSSIAN_WEIGHTS, const="awr")
     """Also train a Gaussian actor by weighted regression: IQL's awr weights (the flag alone) or AlignIQL's
     aligniql weights exp(-eta (Q-V)^2)."""
-    extraction: str = option(AlignIQLConfig.extraction, choices=EXTRACTIONS)
+    extraction: str | None = option(None, choices=EXTRACTIONS, preset=True, legacy=AlignIQLConfig.extraction)
     """Default action-extraction rule stored in config.json."""
     selection: str | None = option(None, choices=SELECTIONS, legacy="argmax")
     """Default candidate selection stored in config.json (default: softmax for idql_expectile, else argmax)."""
@@ -364,16 +364,18 @@ class TrainConfig:
                 known[f.name] = f.default if f.metadata["legacy"] is _MISSING else f.metadata["legacy"]
         return cls.create(**known)
 
-    def resolved(self, dataset_id: str, env_id: str | None = None) -> TrainConfig:
+    def resolved(self, dataset_id: str, env_id: str | None = None, saved: TrainConfig | None = None) -> TrainConfig:
         """Every field set: preset fields from the dataset's domain preset, ``output_dir`` and ``selection`` derived.
 
-        A value given explicitly always wins over the preset.
+        A value given explicitly always wins over the preset. ``saved``: the run being resumed, whose values fill
+        the preset fields instead (a run keeps the preset values it started with when a new version changes them).
         """
         flat = self.flat()
         preset = preset_for(dataset_id, env_id, flat["preset"])
+        kept = saved.flat() if saved is not None and saved.run.preset == flat["preset"] else None
         for f in _all_fields():
             if f.metadata["preset"] and flat[f.name] is None:
-                flat[f.name] = getattr(preset, f.name)
+                flat[f.name] = kept[f.name] if kept is not None else getattr(preset, f.name)
         if flat["output_dir"] is None:
             flat["output_dir"] = str(Path("runs") / f"aligniql-{dataset_slug(dataset_id)}-seed{flat['seed']}")
         if flat["selection"] is None:  # expectile weights are only meant to be sampled

@@ -221,6 +221,21 @@ def export(trainer: Trainer, out: Path) -> None:
     checkpoint.save_state(trainer.state_dict(), out)
 
 
+def resolve(config: TrainConfig, data: OfflineData) -> TrainConfig:
+    """``config`` with its preset fields filled: on ``--resume``, from the run being resumed where it has a readable
+    ``train_config.json`` of the same ``--preset`` (so a run resumes as it started, whatever the presets say now),
+    else from the dataset's preset."""
+    config_ = config.resolved(data.dataset_id, data.env_id)
+    path = Path(config_.run.output_dir) / "train_config.json"
+    if not config.run.resume or not path.is_file():
+        return config_
+    try:
+        saved, _ = load_saved(path)
+    except ValueError:  # unreadable: check_resume says so
+        return config_
+    return config.resolved(data.dataset_id, data.env_id, saved=saved)
+
+
 def check_resume(out: Path, config: TrainConfig, dataset_id: str) -> None:
     """Refuse ``--resume`` when the settings that define the run differ from its saved ``train_config.json``
     (runs saved before a setting existed compare with the value they had: its ``legacy``)."""
@@ -418,7 +433,7 @@ def train(config: TrainConfig, *, command: str | None = None,
     check_environment(config)
     data = load_data(config)
     command = command or f"{SCRIPT} {shlex.join(to_argv(config))}"
-    return run(config.resolved(data.dataset_id, data.env_id), data, command, on_save)
+    return run(resolve(config, data), data, command, on_save)
 
 
 def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = None) -> Path:
@@ -440,7 +455,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
                          "with --seed")
     check_environment(config)
     data = load_data(config)
-    group = config.resolved(data.dataset_id, data.env_id)
+    group = resolve(config, data)
     if config.run.output_dir is None:  # the single-seed default names one seed
         slug = Path(group.run.output_dir).name.rsplit("-seed", 1)[0]
         name = f"{slug}-seeds{'_'.join(map(str, seeds))}"
@@ -571,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(config)
     except (ValueError, DatasetNotFoundError) as e:  # a bad name or a missing dataset: the message says it all
         raise SystemExit(f"error: {e}") from None
-    config = config.resolved(data.dataset_id, data.env_id)
+    config = resolve(config, data)
     command = f"{prog} {shlex.join(argv)}"
     try:
         out = run(config, data, command)
