@@ -32,3 +32,22 @@ def test_critic_points_reuse_the_full_runs_behaviour_model(tmp_path, monkeypatch
     assert point.optim.behavior_from == full.run.output_dir and full.optim.behavior_from is None
     assert point.agent.gaussian_actor is None and point.agent.multipliers and full.agent.gaussian_actor == "awr"
     assert point.eval.eval_episodes == 0 and full.optim.expectile == 0.7
+
+
+def test_rules_flag_scores_only_the_rules_asked_for(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "val/value": 0.1, "val/q": 0.2}) + "\n")
+    (run / "train_config.json").write_text(json.dumps({"git_sha": "abc"}))
+    monkeypatch.setattr(mixed_dev, "train_point", lambda dataset, seed, point, args: run)
+    asked = []
+    monkeypatch.setattr(mixed_dev, "evaluate_rules", lambda run_dir, rules, *a: asked.append(sorted(rules)))
+    rules = ["IDQL argmax Q N=64", "Gaussian (AWR, tau 0.7)"]
+    args = argparse.Namespace(
+        threads=0, out=str(tmp_path), points=["tau0.7", "tau0.9"], rules=rules, steps=1, batch_size=1, episodes=1)
+    mixed_dev.run_seed("mixed/hopper/medium-random-v0", 0, args)
+    assert asked == [sorted(rules), ["IDQL argmax Q N=64"]]  # tau0.9 has no Gaussian actor to score
+    args.rules = None
+    asked.clear()
+    mixed_dev.run_seed("mixed/hopper/medium-random-v0", 0, args)
+    assert asked[1] == sorted(mixed_dev.RULES | mixed_dev.EXTRA_RULES)

@@ -214,3 +214,18 @@ def test_card_before_a_push_names_a_placeholder_user_and_plays_the_local_video(t
     assert 'from_pretrained("me/agent")\n' in pushed and "huggingface.co/me/agent/resolve/main/replay.mp4" in pushed
     assert not _needs_robotics("Hopper-v5") and not _needs_robotics("Humanoid-v5") and not _needs_robotics(None)
     assert _needs_robotics("PointMaze_UMaze-v3")
+
+
+def test_card_of_an_argmax_q_agent_says_where_the_papers_rule_is(tmp_path):
+    from training.push import render_card
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    config = {"dataset_id": "bench/hopper/medium-v0", "env_id": "Hopper-v5", "num_diffusion_steps": 5,
+              "num_samples": 64, "extraction": "idql", "selection": "argmax"}
+    (folder / "config.json").write_text(json.dumps(config))
+    text = str(render_card(folder))
+    assert "picking one with the `idql` rule (argmax). That rule is argmax Q" in text
+    assert 'agent.act(obs, extraction="aligniql")' in text
+    (folder / "config.json").write_text(json.dumps(config | {"extraction": "aligniql"}))
+    assert "That rule is argmax Q" not in str(render_card(folder))
