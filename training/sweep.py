@@ -55,6 +55,7 @@ FIELD_TYPES = {f.name: _hints(cls)[f.name] for cls in GROUPS.values() for f in d
 # --variants: act-time rules scored on each trial's final agent (benchmarks/quality.py's names), each with the
 # agent config flag it needs; the trial's own final evaluation (its config's extraction) stays the first row
 VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "AlignIQL -(Q-V)^2": ({"extraction": "aligniql"}, None),  # the paper's rule, whatever the agent's default
     "AlignIQL-hard": ({"extraction": "aligniql_hard", "selection": "softmax"}, "use_multipliers"),
     "IDQL (argmax Q)": ({"extraction": "idql"}, None),
     "Gaussian (AWR)": ({"extraction": "gaussian"}, "use_gaussian_actor"),
@@ -359,7 +360,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
     cell = {(r["method"], r["dataset"]): f"{r['mean']:.1f} ± {r['std']:.1f} ({r['seeds']})" for r in summary["table"]}
     lines = ["| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     lines += [f"| {d} | " + " | ".join(cell.get((m, d), "–") for m in methods) + " |" for d in datasets]
-    return "\n".join(lines) + f"\n\nmean ± sample std over seeds (number of seeds); {summary['metric']}.\n"
+    return "\n".join(lines) + (f"\n\nmean ± sample std over seeds (number of seeds); {summary['metric']}. AlignIQL: "
+                               "each trial's agent with its own default act() (the extraction its config.json "
+                               "names: argmax Q for locomotion agents of the default preset, else AlignIQL's "
+                               "-(Q-V)^2); the other columns: that agent with the rule named.\n")
 
 
 def write_results(spec: SweepSpec, sweep_dir: Path) -> dict[str, Any]:
