@@ -22,10 +22,15 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def label(q: dict) -> str:
+    """A results file's column name: its dataset, and its tag when it keeps another setting apart (e.g. default)."""
+    return q["dataset"].removeprefix("bench/") + (f" [{q['tag']}]" if q.get("tag") else "")
+
+
 def summary_table(runs: list[dict]) -> list[str]:
     """One row per method, one column per dataset: the table to read first."""
     methods = list(dict.fromkeys(m for q in runs for m in q["table"]))
-    out = ["| method | " + " | ".join(q["dataset"].removeprefix("bench/") + (" (success %)" if "success" in q["metric"]
+    out = ["| method | " + " | ".join(label(q) + (" (success %)" if "success" in q["metric"]
                                                                             else "") for q in runs) + " |",
            "|---|" + "---|" * len(runs)]
     for m in methods:
@@ -35,7 +40,7 @@ def summary_table(runs: list[dict]) -> list[str]:
             cells.append("–" if r is None else f"{r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
-    per = ", ".join(f"{q['dataset'].removeprefix('bench/')} {n}" for q, n in zip(runs, counts))
+    per = ", ".join(f"{label(q)} {n}" for q, n in zip(runs, counts))
     spread = " (mean ± sample std over seeds)." if max(counts, default=0) > 1 else "."
     return out + ["", f"Seeds per dataset: {per}{spread}", ""]
 
@@ -50,7 +55,7 @@ def quality() -> list[str]:
     return [f"Budget: {'; '.join(budgets)}. Normalized score (success rate % for the PointMaze and AntMaze mazes).", "",
             *summary_table(runs), *provenance(runs),
             "Learning curves (AlignIQL and d3rlpy IQL, score vs gradient steps): "
-            + ", ".join(f"[{q['dataset'].removeprefix('bench/')}](results/{path.stem}.png)"
+            + ", ".join(f"[{label(q)}](results/{path.stem}.png)"
                         for path, q in zip(paths, runs)) + ".", ""]
 
 
@@ -59,7 +64,7 @@ def provenance(runs: list[dict]) -> list[str]:
     held, full = [], []
     for q in runs:
         seeds = {k: v.get("ours", {}) for k, v in q.get("per_seed", {}).items()}
-        name = q["dataset"].removeprefix("bench/")
+        name = label(q)
         if with_h := sorted(k for k, o in seeds.items() if o.get("held_out")):
             held.append(f"{name} {', '.join(with_h)}")
         if without := sorted(k for k, o in seeds.items() if not o.get("held_out")):

