@@ -225,14 +225,14 @@ def resolve(config: TrainConfig, data: OfflineData) -> TrainConfig:
     """``config`` with its preset fields filled: on ``--resume``, from the run being resumed where it has a readable
     ``train_config.json`` of the same ``--preset`` (so a run resumes as it started, whatever the presets say now),
     else from the dataset's preset."""
-    config_ = config.resolved(data.dataset_id, data.env_id)
-    path = Path(config_.run.output_dir) / "train_config.json"
+    fresh = config.resolved(data.dataset_id, data.env_id)
+    path = Path(fresh.run.output_dir) / "train_config.json"
     if not config.run.resume or not path.is_file():
-        return config_
+        return fresh
     try:
         saved, _ = load_saved(path)
     except ValueError:  # unreadable: check_resume says so
-        return config_
+        return fresh
     return config.resolved(data.dataset_id, data.env_id, saved=saved)
 
 
