@@ -42,7 +42,7 @@ OUT = RESULTS / "mixed_dev"
 POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.9},
           "tau0.95": {"expectile": 0.95}, "tau0.9_cu3": {"expectile": 0.9, "critic_updates": 3},
           "tau0.7_noln": {"value_layer_norm": False, "gaussian_actor": "awr"},
-          # the expectile again, on the critic the default now trains (no LayerNorm on V)
+          # the expectile again, without V's LayerNorm (not run)
           "tau0.8_noln": {"expectile": 0.8, "value_layer_norm": False},
           "tau0.9_noln": {"expectile": 0.9, "value_layer_norm": False}}
 # act-time rules evaluated on every point: name -> act() overrides

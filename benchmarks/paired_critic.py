@@ -13,6 +13,7 @@ quality benchmark's report seeds. Finished runs and scores are kept (rerunning t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,14 +29,18 @@ RULES = {"argmax Q (idql)": {"extraction": "idql"}, "AlignIQL argmax -(Q-V)^2": 
 
 
 def critic_config(source: Path, preset: str, threads: int):
-    """The critic-only run of ``preset`` on ``source``'s behaviour model: the source's dataset, seed and budget."""
-    from training.config import TrainConfig, load_saved
+    """The critic-only run of ``preset`` on ``source``'s behaviour model: the source's settings (dataset, seed,
+    budget, hold-out, networks), less what the presets set, which ``preset`` fills."""
+    from training.config import load_saved
+    from training.presets import Preset
 
     src, _ = load_saved(source / "train_config.json")
-    return TrainConfig.create(dataset=src.data.dataset, env=src.data.env, seed=src.run.seed, steps=src.optim.steps,
-                              batch_size=src.optim.batch_size, preset=preset, behavior_from=str(source),
-                              extraction="idql", eval_episodes=0, threads=threads, video=False,
-                              output_dir=str(source.parent / f"{source.name}_{preset}_critic"))
+    unset = {f.name: None for f in dataclasses.fields(Preset) if f.name not in ("domain", "steps", "batch_size")}
+    # the act default does not matter (every rule is scored): argmax Q for both keeps their config.json alike
+    return src.replace(**{**unset, "extraction": "idql", "eval_episodes": 0}, preset=preset,
+                       behavior_from=str(source), multipliers=False, gaussian_actor=None, threads=threads,
+                       video=False, resume=False, push=False,
+                       output_dir=str(source.parent / f"{source.name}_{preset}_critic"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,17 +57,29 @@ def main(argv: list[str] | None = None) -> dict:
     from training.train import train
     from training.trainer import score_of
 
+    from training.config import load_saved, saved_dataset_id
+
+    source = args.source.resolve()
+    if not (source / "train_config.json").is_file() or not (source / "results.json").is_file():
+        p.error(f"--source {args.source}: not a finished training run (it needs train_config.json and results.json)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = {preset: critic_config(args.source.resolve(), preset, args.threads) for preset in PRESETS}
-    dataset = configs["default"].data.dataset or configs["default"].data.env
+    configs = {preset: critic_config(source, preset, args.threads) for preset in PRESETS}
+    src, raw = load_saved(source / "train_config.json")
+    dataset = saved_dataset_id(raw) or src.data.dataset  # the Minari id, also for a run started with --env
     path = RESULTS / f"paired_critic_{dataset.replace('/', '_')}_seed{configs['default'].run.seed}.json"
     state = json.loads(path.read_text()) if path.exists() else {
-        "dataset": dataset, "source": str(args.source), "eval_seed": EVAL_SEED, "episodes": args.episodes,
+        "dataset": dataset, "source": str(source), "eval_seed": EVAL_SEED, "episodes": args.episodes,
         "scores": {}, "machine": machine()}
+    env_id = raw.get("dataset", {}).get("env_id")
     for preset, config in configs.items():
         out = Path(config.run.output_dir)
-        if not (out / "results.json").exists():
+        if (out / "results.json").exists():  # kept only while it is what this preset trains today
+            diff = config.resolved(dataset, env_id).differences(load_saved(out / "train_config.json")[0])
+            if diff:
+                p.error(f"{out} was trained with other settings than --preset {preset} gives now (saved, now): "
+                        f"{diff}; move it aside to train it again")
+        else:
             train(config.replace(resume=(out / "training_state").exists()))
         agent = AlignIQLAgent.from_pretrained(out)
         scores = state["scores"].setdefault(preset, {})

@@ -23,7 +23,7 @@ def load(name: str) -> dict | None:
 
 
 def label(q: dict) -> str:
-    """A results file's column name: its dataset, and its tag when it keeps another setting apart (e.g. default)."""
+    """A results file's column name: its dataset, and its tag when it keeps another setting apart (e.g. noln)."""
     return q["dataset"].removeprefix("bench/") + (f" [{q['tag']}]" if q.get("tag") else "")
 
 
