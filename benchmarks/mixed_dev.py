@@ -44,7 +44,11 @@ POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.
           "tau0.7_noln": {"value_layer_norm": False, "gaussian_actor": "awr"},
           # the expectile again, without V's LayerNorm (not run)
           "tau0.8_noln": {"expectile": 0.8, "value_layer_norm": False},
-          "tau0.9_noln": {"expectile": 0.9, "value_layer_norm": False}}
+          "tau0.9_noln": {"expectile": 0.9, "value_layer_norm": False},
+          # a full run, not critic-only: the behaviour model itself changes (advantage-weighted denoising, IQL's
+          # AWR weights at awr_beta 3); its critic is the tau0.7 run's, bit for bit (same seed, no RNG shared)
+          "tau0.7_awd": {"behavior_weights": "awr"}}
+FULL_POINTS = ("tau0.7", "tau0.7_awd")
 # act-time rules evaluated on every point: name -> act() overrides
 RULES = {
     "AlignIQL argmax N=64 (default)": {"extraction": "aligniql"},
@@ -69,6 +73,8 @@ BEHAVIOUR_RULES = {
 POINT_RULES = {
     "tau0.7": BEHAVIOUR_RULES | EXTRA_RULES,
     "tau0.9": EXTRA_RULES,
+    "tau0.7_awd": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
+                   if k in ("Diffusion BC (N=1)", "IDQL expectile softmax N=64")},
     "tau0.7_noln": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
                     if k in ("Gaussian (AWR, tau 0.7)", "IDQL expectile softmax N=64")} | WIDE_RULES,
 }
@@ -94,8 +100,8 @@ def train_point(dataset: str, seed: int, point: str, args: argparse.Namespace) -
 
     full = full_config(dataset, seed, args)
     out = Path(args.runs) / slug(dataset) / point / f"seed{seed}"
-    if point == "tau0.7":
-        config = full
+    if point in FULL_POINTS:
+        config = full.replace(output_dir=str(out), **POINTS[point])
     else:
         config = full.replace(**{"gaussian_actor": None, "eval_episodes": 0, "behavior_from": full.run.output_dir,
                                  "output_dir": str(out), **POINTS[point]})

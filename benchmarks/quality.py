@@ -59,9 +59,10 @@ def group_dir(dataset: str, args: argparse.Namespace) -> Path:
 
 def ours_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig fields every AlignIQL run of this benchmark shares, whichever engine trains it."""
+    extra = {"behavior_weights": args.behavior_weights} if getattr(args, "behavior_weights", None) else {}
     return dict(batch_size=args.batch_size, multipliers=True, gaussian_actor="awr", eval_every=args.eval_every,
                 eval_episodes=args.curve_episodes, device=args.device, save_every=args.eval_every,
-                eval_seed=EVAL_SEED)
+                eval_seed=EVAL_SEED, **extra)
 
 
 def ours_config(dataset: str, seed: int, args: argparse.Namespace, output_dir: Path):
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the seeds of a dataset together in one process (train.py --seeds: stacked weights); "
                    "the fast way on a GPU, about even with one process per seed on a CPU")
     p.add_argument("--skip-d3rlpy", action="store_true")
+    p.add_argument("--behavior-weights", choices=["none", "awr"],
+                   help="train.py --behavior-weights for every AlignIQL run (default: the preset's); use with --tag")
     p.add_argument("--tag", help="keeps a second budget of a dataset apart (e.g. 200k): results go to "
                    "quality_<dataset>_<tag>.json and runs to <runs>/<dataset>_<tag>, as seeds of different budgets "
                    "must not merge")

@@ -58,9 +58,9 @@ def weights(agent: AlignIQLAgent) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("device", ["cpu", *CUDA])
-@pytest.mark.parametrize("extras", [{}, EXTRAS])
-def test_member_k_equals_the_single_seed_run_k(extras, device):
-    seeds, tconf = [3, 0, 7], TrainerConfig(steps=50, batch_size=32)
+@pytest.mark.parametrize("extras, behavior_weights", [({}, "none"), (EXTRAS, "none"), ({}, "awr")])
+def test_member_k_equals_the_single_seed_run_k(extras, behavior_weights, device):
+    seeds, tconf = [3, 0, 7], TrainerConfig(steps=50, batch_size=32, behavior_weights=behavior_weights)
     agent_config = config(**extras)
     multi = multi_run(seeds, agent_config, tconf, holdout=0.1, device=device)
     singles = [single_run(s, agent_config, tconf, 0.1, device) for s in seeds]

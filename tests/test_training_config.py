@@ -154,3 +154,19 @@ def test_the_default_preset_acts_by_argmax_q_on_locomotion_and_the_paper_preset_
     assert (mine.agent.extraction, mine.agent.selection) == ("aligniql", "argmax")  # a value given always wins
     expectile = config.replace(extraction="idql_expectile").resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert expectile.agent.selection == "softmax"
+
+
+def test_behaviour_weights_reach_the_trainer_and_old_runs_read_as_unweighted():
+    parser = build_parser()
+    config = from_args(parser.parse_args(["--dataset", "x", "--behavior-weights", "awr", "--awr-beta", "2"]))
+    resolved = config.resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert (resolved.trainer_config().behavior_weights, resolved.trainer_config().awr_beta) == ("awr", 2.0)
+    default = TrainConfig.create(dataset="x").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert default.trainer_config().behavior_weights == "none"
+    paper = TrainConfig.create(dataset="x", preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5")
+    assert paper.optim.behavior_weights == "none"  # the paper clones the behaviour unweighted
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "x", "--behavior-weights", "exp"])
+    saved = default.to_dict()
+    del saved["optim"]["behavior_weights"]  # a train_config.json written before the option existed
+    assert TrainConfig.from_dict(saved).optim.behavior_weights == "none"

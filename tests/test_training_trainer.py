@@ -332,3 +332,43 @@ def test_gaussian_actor_uses_its_weights_and_climbs_the_weighted_log_likelihood(
     torch.testing.assert_close(logs["actor/weight_mean"], weights[rule].mean())
     torch.testing.assert_close(logs["loss/actor"], -before)
     assert after > before  # a step of weighted regression makes the batch actions more likely, not less
+
+
+def test_weighted_denoising_loss_weights_each_sample():
+    g = torch.Generator().manual_seed(0)
+    predicted, noise = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    torch.testing.assert_close(losses.weighted_denoising_loss(predicted, noise, torch.ones(6)),
+                               losses.denoising_loss(predicted, noise))
+    w = torch.tensor([0.0, 0.0, 2.0, 1.0, 0.0, 3.0])
+    per_sample = (predicted - noise).square().sum(-1)
+    torch.testing.assert_close(losses.weighted_denoising_loss(predicted, noise, w), (w * per_sample).mean())
+    predicted.requires_grad_(True)
+    losses.weighted_denoising_loss(predicted, noise, w).backward()
+    assert predicted.grad[w == 0].abs().sum() == 0 and predicted.grad[w > 0].abs().sum() > 0
+
+
+def test_advantage_weighted_behaviour_cloning_weights_by_the_critic_before_its_update():
+    from aligniql.diffusion import add_noise
+    from training.trainer import draw_step_noise
+
+    torch.manual_seed(0)
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, **TINY)))
+    trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, behavior_weights="awr",
+                                                          awr_beta=2.0, critic_lr=1e-2))
+    for _ in range(5):  # a critic that is not at its init, so the weights differ between samples
+        trainer.train_step()
+    batch = trainer.sample_batch()
+    noise_state = trainer.noise_generator.get_state()
+    online = copy.deepcopy(trainer.denoiser)
+    with torch.no_grad():
+        weights = torch.exp(2.0 * (agent.critic(batch.obs, batch.actions) - agent.value(batch.obs))).clamp(max=100)
+        t, noise, masks = draw_step_noise(torch.Generator().set_state(noise_state), 32, agent.config, trainer.device)
+        predicted = online(batch.obs, add_noise(batch.actions, noise, t, agent.schedule), t.unsqueeze(-1).float(),
+                           masks)
+    assert weights.std() > 1e-3
+    logs = trainer.update(batch)
+    torch.testing.assert_close(logs["bc/weight_mean"], weights.mean())
+    torch.testing.assert_close(logs["loss/bc"], (weights * (predicted - noise).square().sum(-1)).mean())
+    assert not torch.allclose(logs["loss/bc"], (predicted - noise).square().sum(-1).mean())
+    with pytest.raises(ValueError, match="behavior_weights must be one of"):
+        TrainerConfig(behavior_weights="exp")

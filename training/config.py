@@ -37,7 +37,7 @@ from aligniql.agent import resolve_device
 from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig
 from aligniql.precision import PRECISIONS, resolve_precision
 from training.presets import PRESET_NAMES, PRESETS, Preset, dataset_slug, preset_for
-from training.trainer import GAUSSIAN_WEIGHTS, TrainerConfig
+from training.trainer import BEHAVIOR_WEIGHTS, GAUSSIAN_WEIGHTS, TrainerConfig
 
 SAVED_FORMAT = 2
 """``train_config.json`` format: 2 holds ``config`` (this tree); 1 (before TrainConfig) held flat ``args``."""
@@ -223,7 +223,12 @@ class OptimConfig(_Group):
     discount: float = option(AlignIQLConfig.discount, check=between(0, 1, high_open=False))
     """TD discount."""
     awr_beta: float | None = option(None, check=positive(), preset=True)
-    """AWR inverse temperature of the Gaussian actor's weights."""
+    """AWR inverse temperature of the Gaussian actor's weights (and of the behaviour model's, with
+    --behavior-weights awr)."""
+    behavior_weights: str | None = option(None, choices=BEHAVIOR_WEIGHTS, preset=True, legacy="none")
+    """none: the diffusion model clones the behaviour, as the paper. awr: each sample's denoising loss is weighted
+    by IQL's min(exp(awr_beta (Q - V)), 100), so that the candidates come from the data's better actions (on mixed
+    data most of a state's candidates are otherwise the bad part's). Ignored with --behavior-from."""
     critic_lr: float = option(_T.critic_lr, check=positive())
     """Adam learning rate (constant) of the twin Q and of V."""
     denoiser_lr: float = option(_T.denoiser_lr, check=positive())
@@ -351,6 +356,9 @@ class TrainConfig:
             if unknown:
                 raise ValueError(f"unknown fields in TrainConfig.{group}: {sorted(unknown)}")
             flat.update(values)
+        for f in _all_fields():  # written before the field existed: the value such runs had
+            if f.name not in flat and f.metadata["legacy"] is not _MISSING:
+                flat[f.name] = f.metadata["legacy"]
         return cls.create(**flat)
 
     @classmethod
@@ -406,7 +414,8 @@ class TrainConfig:
                              denoiser_weight_decay=o.denoiser_weight_decay, multiplier_lr=o.multiplier_lr,
                              multiplier_grad_clip=o.multiplier_grad_clip, actor_lr=o.actor_lr, polyak=o.polyak,
                              ema_rate=o.ema_rate, gaussian_weights=self.agent.gaussian_actor or "awr",
-                             awr_beta=o.awr_beta, critic_updates=o.critic_updates,
+                             awr_beta=o.awr_beta, behavior_weights=o.behavior_weights,
+                             critic_updates=o.critic_updates,
                              train_denoiser=o.behavior_from is None, precision=o.precision)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -36,6 +36,13 @@ def denoising_loss(predicted_noise: torch.Tensor, noise: torch.Tensor) -> torch.
     return (predicted_noise - noise).square().sum(-1).mean()
 
 
+def weighted_denoising_loss(predicted_noise: torch.Tensor, noise: torch.Tensor,
+                            weights: torch.Tensor) -> torch.Tensor:
+    """mean(w * |eps_hat - eps|^2): the DDPM loss of a policy proportional to mu(a|s) w(s, a) instead of the
+    behaviour mu (advantage-weighted diffusion; docs/algorithm.md §4.4). ``weights`` (B,), no grad."""
+    return (weights.detach() * (predicted_noise - noise).square().sum(-1)).mean()
+
+
 def multiplier_losses(alpha: torch.Tensor, beta: torch.Tensor, alpha_old: torch.Tensor, beta_old: torch.Tensor,
                       q: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual losses of AlignIQL-hard's multiplier nets alpha(s), beta(s) (docs/algorithm.md §6.2).

@@ -387,10 +387,18 @@ class MultiSeedTrainer:
         noisy = add_noise(actions, noise, t, self.schedule)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             predicted = self.nets["denoiser"](obs, noisy, t.unsqueeze(-1).to(actions.dtype), masks)
-        bc = vmap(losses.denoising_loss)(predicted.float(), noise)
+        logs: dict[str, torch.Tensor] = {}
+        if self.config.behavior_weights == "awr":  # as Trainer.update_denoiser: the critic before its update
+            with torch.no_grad():
+                weights = losses.awr_weights(self.nets["target_critic"](obs, actions), self.nets["value"](obs),
+                                             self.config.awr_beta)
+            bc = vmap(losses.weighted_denoising_loss)(predicted.float(), noise, weights)
+            logs["bc/weight_mean"] = weights.mean(-1)
+        else:
+            bc = vmap(losses.denoising_loss)(predicted.float(), noise)
         self._step("denoiser", bc)
         _lerp(self.nets["ema_denoiser"], self.nets["denoiser"], self.config.ema_rate)
-        return {"loss/bc": bc.detach()}
+        return logs | {"loss/bc": bc.detach()}
 
     def update_critic(self, batch: Transitions, obs: torch.Tensor, next_obs: torch.Tensor
                       ) -> dict[str, torch.Tensor]:

@@ -37,6 +37,8 @@ class Preset:
     """LayerNorm on V's (and the multiplier nets') input, as the AlignIQL/IDQL launchers set it (§2.3)."""
     extraction: str = "aligniql"
     """The act-time rule saved as the agent's default: AlignIQL's argmax -(Q-V)^2, what its code evaluates (§7.1)."""
+    behavior_weights: str = "none"
+    """The diffusion model clones the behaviour unweighted, as AlignIQL and IDQL train it (§4)."""
 
 
 PAPER_PRESETS: dict[str, Preset] = {

@@ -25,6 +25,7 @@ from training.datasets import Transitions
 
 logger = logging.getLogger(__name__)
 GAUSSIAN_WEIGHTS = ("awr", "aligniql")
+BEHAVIOR_WEIGHTS = ("none", "awr")
 VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 2-core CPU, under 1 % of training
 
 
@@ -54,6 +55,10 @@ class TrainerConfig:
     gaussian_weights: str = "awr"
     """Weights of the optional Gaussian actor: IQL's ``awr`` or AlignIQL's ``aligniql`` (exp(-eta (Q-V)^2))."""
     awr_beta: float = 3.0
+    behavior_weights: str = "none"
+    """``none``: the denoiser clones the behaviour (the paper). ``awr``: each sample's denoising loss is weighted
+    by IQL's min(exp(awr_beta (Q - V)), 100), from the target critic and V before this step's critic update, so
+    the candidates come from a policy tilted towards the data's better actions."""
     critic_updates: int = 1
     """IQL critic updates (V, twin Q, Polyak) per step, each extra one on a fresh batch: the critic never reads
     the behaviour model, and its update costs ~1/5 of the diffusion one, so it can train on more batches in
@@ -74,6 +79,8 @@ class TrainerConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.gaussian_weights not in GAUSSIAN_WEIGHTS:
             raise ValueError(f"gaussian_weights must be one of {GAUSSIAN_WEIGHTS}, got {self.gaussian_weights!r}")
+        if self.behavior_weights not in BEHAVIOR_WEIGHTS:
+            raise ValueError(f"behavior_weights must be one of {BEHAVIOR_WEIGHTS}, got {self.behavior_weights!r}")
 
 
 def _cosine(total: int):
@@ -215,16 +222,23 @@ class Trainer:
         return logs | self.update_extras(obs, batch.actions)
 
     def update_denoiser(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Diffusion behaviour cloning (unweighted, dropout on), then the EMA copy that acts."""
+        """Diffusion behaviour cloning (dropout on; advantage-weighted with ``behavior_weights="awr"``), then the
+        EMA copy that acts."""
         agent = self.agent
         t, noise, masks = draw_step_noise(self.noise_generator, actions.shape[0], agent.config, self.device)
         noisy = add_noise(actions, noise, t, agent.schedule)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             predicted = self.denoiser(obs, noisy, t.unsqueeze(-1).to(actions.dtype), masks)
-        bc = losses.denoising_loss(predicted.float(), noise)
+        if self.config.behavior_weights == "awr":
+            with torch.no_grad():
+                weights = losses.awr_weights(agent.critic(obs, actions), agent.value(obs), self.config.awr_beta)
+            bc = losses.weighted_denoising_loss(predicted.float(), noise, weights)
+            logs = {"bc/weight_mean": weights.mean()}
+        else:
+            bc, logs = losses.denoising_loss(predicted.float(), noise), {}
         self._step("denoiser", bc)
         _lerp_into(agent.denoiser, self.denoiser, self.config.ema_rate)
-        return {"loss/bc": bc.detach()}
+        return logs | {"loss/bc": bc.detach()}
 
     def update_critic(self, batch: Transitions, *, obs: torch.Tensor | None = None,
                       next_obs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
