@@ -63,6 +63,9 @@ EXTRA_RULES = {
 }
 # more candidates for the greedy rule: on mixed data few of a state's candidates come from the good behaviour
 WIDE_RULES = {"IDQL argmax Q N=256": {"extraction": "idql", "num_samples": 256}}
+# IQL's AWR policy over the candidates: p ~ exp(awr_beta Q) = exp(awr_beta A) per state, the locomotion awr_beta 3;
+# softer than argmax Q, whose pick of the largest of 64 noisy Q values favours the critic's errors
+AWR_RULES = {"IDQL softmax Q N=64, T = 1/3": {"extraction": "idql", "selection": "softmax", "temperature": 1 / 3}}
 # rules that do not depend on the critic point: evaluated on the full run only
 BEHAVIOUR_RULES = {
     "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
@@ -71,10 +74,10 @@ BEHAVIOUR_RULES = {
 
 # rules beyond RULES, per point: the behaviour-only rules on the full run, the extra ones where they were asked
 POINT_RULES = {
-    "tau0.7": BEHAVIOUR_RULES | EXTRA_RULES,
+    "tau0.7": BEHAVIOUR_RULES | EXTRA_RULES | AWR_RULES,
     "tau0.9": EXTRA_RULES,
     "tau0.7_awd": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
-                   if k in ("Diffusion BC (N=1)", "IDQL expectile softmax N=64")},
+                   if k in ("Diffusion BC (N=1)", "IDQL expectile softmax N=64")} | AWR_RULES,
     "tau0.7_noln": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
                     if k in ("Gaussian (AWR, tau 0.7)", "IDQL expectile softmax N=64")} | WIDE_RULES,
 }
@@ -192,7 +195,7 @@ def report(dataset: str, out: Path = OUT) -> dict:
     table: dict[str, dict[str, dict]] = {}
     val: dict[str, dict[str, float]] = {}
     for point in POINTS:
-        for name in {**RULES, **EXTRA_RULES, **WIDE_RULES, **BEHAVIOUR_RULES}:
+        for name in {**RULES, **EXTRA_RULES, **WIDE_RULES, **AWR_RULES, **BEHAVIOUR_RULES}:
             scores = [s["points"][point]["scores"][name]["score"] for s in seeds
                       if point in s["points"] and name in s["points"][point]["scores"]]
             if scores:
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
-    p.add_argument("--rules", nargs="+", choices=list(RULES | EXTRA_RULES | WIDE_RULES | BEHAVIOUR_RULES),
+    p.add_argument("--rules", nargs="+", choices=list(RULES | EXTRA_RULES | WIDE_RULES | AWR_RULES | BEHAVIOUR_RULES),
                    help="score only these act-time rules (default: every rule of each point)")
     p.add_argument("--steps", type=int, default=30_000)
     p.add_argument("--batch-size", type=int, default=256)

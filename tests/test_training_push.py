@@ -229,3 +229,21 @@ def test_card_of_an_argmax_q_agent_says_where_the_papers_rule_is(tmp_path):
     assert 'agent.act(obs, extraction="aligniql")' in text
     (folder / "config.json").write_text(json.dumps(config | {"extraction": "aligniql"}))
     assert "That rule is argmax Q" not in str(render_card(folder))
+
+
+def test_card_says_when_the_behaviour_model_was_advantage_weighted(tmp_path):
+    from training.config import TrainConfig
+    from training.push import render_card
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"dataset_id": "bench/hopper/medium-v0", "env_id": "Hopper-v5",
+                                                     "num_diffusion_steps": 5, "num_samples": 64,
+                                                     "extraction": "idql", "selection": "argmax"}))
+    for weights, said in (("awr", True), ("none", False)):
+        config = TrainConfig.create(dataset="bench/hopper/medium-v0", behavior_weights=weights)
+        config = config.resolved("bench/hopper/medium-v0", "Hopper-v5")
+        (folder / "train_config.json").write_text(json.dumps({"format": 2, "config": config.to_dict()}))
+        text = str(render_card(folder))
+        assert ("advantage-weighted denoising" in text) is said
+        assert f"| behavior_weights | {weights} |" in text
