@@ -34,6 +34,20 @@ def test_critic_points_reuse_the_full_runs_behaviour_model(tmp_path, monkeypatch
     assert point.eval.eval_episodes == 0 and full.optim.expectile == 0.7
 
 
+def test_the_weighted_behaviour_point_is_the_full_run_but_for_its_behaviour_weights(tmp_path, monkeypatch):
+    import training.train
+
+    seen = []
+    monkeypatch.setattr(training.train, "train", lambda config: seen.append(config))
+    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path))
+    for point in ("tau0.7", "tau0.7_awd"):
+        mixed_dev.train_point("mixed/hopper/medium-random-v0", 2, point, args)
+    full, weighted = seen
+    assert weighted.optim.behavior_weights == "awr" and full.optim.behavior_weights is None  # the paper preset's
+    assert weighted.optim.behavior_from is None and weighted.run.output_dir.endswith("tau0.7_awd/seed2")
+    assert weighted.differences(full) == {"behavior_weights": (None, "awr")}
+
+
 def test_rules_flag_scores_only_the_rules_asked_for(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
