@@ -228,7 +228,8 @@ class OptimConfig(_Group):
     behavior_weights: str | None = option(None, choices=BEHAVIOR_WEIGHTS, preset=True, legacy="none")
     """none: the diffusion model clones the behaviour, as the paper. awr: each sample's denoising loss is weighted
     by IQL's min(exp(awr_beta (Q - V)), 100), so that the candidates come from the data's better actions (on mixed
-    data most of a state's candidates are otherwise the bad part's). Ignored with --behavior-from."""
+    data most of a state's candidates are otherwise the bad part's); measured worse than none on the mixed dev sets
+    and on hopper/medium-expert (benchmarks/README.md), so no preset sets it. Ignored with --behavior-from."""
     critic_lr: float = option(_T.critic_lr, check=positive())
     """Adam learning rate (constant) of the twin Q and of V."""
     denoiser_lr: float = option(_T.denoiser_lr, check=positive())
