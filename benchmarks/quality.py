@@ -42,6 +42,9 @@ VARIANTS = {
     "IDQL (argmax Q)": {"extraction": "idql"},
     "Gaussian (AWR)": {"extraction": "gaussian"},
     "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
+    # IQL's own extracted policy, pi(a|s) ~ mu(a|s) exp(awr_beta A(s, a)), drawn from the N candidates of mu:
+    # softmax over Q at T = 1 / the run's awr_beta (V(s) cancels); chosen on the mixed dev sets (benchmarks/README.md)
+    "IQL-AWR softmax (T = 1/awr_beta)": {"extraction": "idql", "selection": "softmax", "temperature": "1/awr_beta"},
 }
 DATASETS = ("bench/hopper/medium-v0", "bench/walker2d/medium-v0", "bench/halfcheetah/medium-v0",
             "bench/hopper/medium-expert-v0", "bench/pointmaze/medium-v0", "bench/antmaze/umaze-v0",
@@ -117,11 +120,22 @@ def evaluate_run(dataset: str, seed: int, out: Path, args: argparse.Namespace) -
     agent = AlignIQLAgent.from_pretrained(out, device=args.device).set_precision(args.eval_precision)
     finals = {}
     for name, overrides in VARIANTS.items():
+        overrides = resolve_overrides(overrides, out)
         res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=EVAL_SEED, **overrides)
         finals[name] = {"score": score_of(res.to_dict()), **res.to_dict()}
         print(f"  {dataset} seed {seed} {name:20} score {finals[name]['score']:7.2f}", flush=True)
     return {"curve": curve, "final": finals, "run_dir": str(out), "default_extraction": default_extraction(out),
             **training_revision(out)}
+
+
+def resolve_overrides(overrides: dict, run_dir: Path) -> dict:
+    """A variant's act() overrides with ``"1/awr_beta"`` replaced by the run's own AWR temperature."""
+    if overrides.get("temperature") != "1/awr_beta":
+        return overrides
+    beta = json.loads((Path(run_dir) / "train_config.json").read_text())["optim"]["awr_beta"]
+    if not beta:
+        raise ValueError(f"{run_dir}/train_config.json records no resolved optim.awr_beta")
+    return {**overrides, "temperature": 1.0 / float(beta)}
 
 
 def default_extraction(run_dir: Path) -> str | None:
@@ -255,9 +269,9 @@ def load_table(dataset: str, args: argparse.Namespace) -> tuple[str, dict, dict 
     path = RESULTS / f"quality_{slug}.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     per_seed = saved.get("per_seed", {})
-    if args.retrain:  # only the seeds asked for: the others' results stay
-        for seed in args.seeds:
-            per_seed.pop(str(seed), None)
+    if args.retrain:  # only our runs of the seeds asked for: the other seeds and d3rlpy's (whose code and
+        for seed in args.seeds:  # all-transitions data did not change) stay
+            per_seed.get(str(seed), {}).pop("ours", None)
     for entry in per_seed.values():  # seeds written before revisions were kept: read them from their runs
         if "ours" in entry and "git_sha" not in entry["ours"]:
             entry["ours"].update(training_revision(entry["ours"]["run_dir"]))
@@ -311,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs/quality", help="where training runs go (resumable)")
     p.add_argument("--retrain", action="store_true",
                    help="train --seeds again (finished runs are moved aside, an interrupted retrain resumes; other "
-                   "seeds' results stay)")
+                   "seeds' results and d3rlpy's stay)")
     p.add_argument("--together", action="store_true",
                    help="train the seeds of a dataset together in one process (train.py --seeds: stacked weights); "
                    "the fast way on a GPU, about even with one process per seed on a CPU")

@@ -20,7 +20,13 @@ def test_retrain_replaces_only_the_seeds_asked_for(tmp_path, monkeypatch):
         return {"curve": [], "final": final, "run_dir": str(tmp_path / f"seed{seed}")}
 
     monkeypatch.setattr(quality, "run_ours", fake_ours)
-    monkeypatch.setattr(quality, "run_d3rlpy", lambda dataset, seed, args: {"curve": [], "final": {"score": 1.0}})
+    baselines = []
+
+    def fake_d3rlpy(dataset, seed, args):
+        baselines.append(seed)
+        return {"curve": [], "final": {"score": 1.0 + seed}}
+
+    monkeypatch.setattr(quality, "run_d3rlpy", fake_d3rlpy)
     quality.main(["--datasets", "bench/hopper/medium-v0", "--seeds", "0", "1", "2"])
     path = tmp_path / "quality_bench_hopper_medium-v0.json"
     before = json.loads(path.read_text())["per_seed"]
@@ -31,6 +37,8 @@ def test_retrain_replaces_only_the_seeds_asked_for(tmp_path, monkeypatch):
     assert trained == [0, 1, 2, 1] and set(after["per_seed"]) == {"0", "1", "2"}
     assert after["per_seed"]["0"] == before["0"] and after["per_seed"]["2"] == before["2"]
     assert after["per_seed"]["1"]["ours"]["final"]["AlignIQL"]["score"] == 14.0  # the new run's
+    # d3rlpy's code and data did not change: its entry stays and does not train again
+    assert baselines == [0, 1, 2] and after["per_seed"]["1"]["d3rlpy"] == before["1"]["d3rlpy"]
     assert after["table"]["AlignIQL"]["seeds"] == 3 and after["table"]["AlignIQL"]["std_ddof"] == 1
 
 
@@ -118,7 +126,8 @@ def finish_fake_run(run_dir, git_sha, steps=(20, 40)):
     lines = [x for s in steps for x in ({"step": s, "loss/bc": 1.0},
                                         {"step": s, "eval/normalized_score": s / 2, "eval/mean_return": float(s)})]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (run_dir / "train_config.json").write_text(json.dumps({"git_sha": git_sha, "dataset": {"held_out": 0.05}}))
+    (run_dir / "train_config.json").write_text(json.dumps({"git_sha": git_sha, "dataset": {"held_out": 0.05},
+                                                             "optim": {"awr_beta": 3.0}}))
     (run_dir / "results.json").write_text(json.dumps({"step": steps[-1], "normalized_score": 1.0}))
 
 
@@ -246,3 +255,14 @@ def test_the_local_engine_imports_neither_ray_nor_the_sweep():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_the_awr_variant_takes_the_runs_own_temperature(tmp_path):
+    (tmp_path / "train_config.json").write_text(json.dumps({"optim": {"awr_beta": 4.0}}))
+    rule = quality.VARIANTS["IQL-AWR softmax (T = 1/awr_beta)"]
+    assert quality.resolve_overrides(rule, tmp_path) == {"extraction": "idql", "selection": "softmax",
+                                                         "temperature": 0.25}
+    assert quality.resolve_overrides({"extraction": "idql"}, tmp_path) == {"extraction": "idql"}
+    (tmp_path / "train_config.json").write_text(json.dumps({"optim": {"awr_beta": None}}))
+    with pytest.raises(ValueError, match="awr_beta"):
+        quality.resolve_overrides(rule, tmp_path)
