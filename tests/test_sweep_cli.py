@@ -5,6 +5,7 @@ test_training_push.py). The run directories are trained in-process with the stan
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,27 @@ def test_variants_are_scored_on_the_final_episodes_and_tabled_per_method(box_dat
     assert [r["method"] for r in table] == ["AlignIQL", *sw.VARIANTS] and all(r["seeds"] == 2 for r in table)
     assert spec.default_name() != sw.SweepSpec(datasets=(BOX_ID,), seeds=(0, 1), steps=3,
                                                settings=spec.settings).default_name()
+
+
+def test_a_relative_datasets_path_reaches_the_trials_absolute(tmp_path, monkeypatch):
+    """Trials run in working directories of their own: the driver's relative MINARI_DATASETS_PATH (as in
+    ``MINARI_DATASETS_PATH=../shared/datasets``) must reach them as the folder it named."""
+    from training.sweep import driver_data_path, worker_data_path
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "../data")
+    assert driver_data_path() == str(tmp_path / "data") == os.environ["MINARI_DATASETS_PATH"]
+    monkeypatch.chdir(tmp_path)  # the worker's own directory
+    for own in (None, "../data"):  # unset, or the relative path inherited as it was
+        if own is None:
+            monkeypatch.delenv("MINARI_DATASETS_PATH")
+        else:
+            monkeypatch.setenv("MINARI_DATASETS_PATH", own)
+        worker_data_path(str(tmp_path / "data"))
+        assert os.environ["MINARI_DATASETS_PATH"] == str(tmp_path / "data")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "/node/own/datasets")  # a node's own absolute path is kept
+    worker_data_path(str(tmp_path / "data"))
+    assert os.environ["MINARI_DATASETS_PATH"] == "/node/own/datasets"
+    monkeypatch.delenv("MINARI_DATASETS_PATH")
+    assert driver_data_path() is None

@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import statistics
@@ -271,6 +272,23 @@ def evaluate_variants(run_dir: Path, device: str = "cpu") -> dict[str, float | N
     return scores
 
 
+def driver_data_path() -> str | None:
+    """The driver's ``MINARI_DATASETS_PATH``, made absolute (in this process too): a trial runs in a working
+    directory of its own, where a relative path (``../shared/datasets``) names nothing."""
+    path = os.environ.get("MINARI_DATASETS_PATH")
+    if path and not os.path.isabs(os.path.expanduser(path)):
+        os.environ["MINARI_DATASETS_PATH"] = path = os.path.abspath(os.path.expanduser(path))
+    return path
+
+
+def worker_data_path(driver_path: str | None) -> None:
+    """In a trial: the driver's datasets path where this worker has none or only a relative one; a node whose
+    ``ray start`` set an absolute path of its own keeps it (its datasets may live elsewhere)."""
+    own = os.environ.get("MINARI_DATASETS_PATH")
+    if driver_path and not (own and os.path.isabs(os.path.expanduser(own))):
+        os.environ["MINARI_DATASETS_PATH"] = driver_path
+
+
 def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Path], None] | None = None) -> None:
     """The Tune trainable: train one run to the end, reporting each training-state save as a checkpoint.
 
@@ -285,6 +303,7 @@ def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Pa
 
     setup_logging()
     params = config["trial"]
+    worker_data_path(params.get("minari_datasets_path"))
     run_dir = Path(params["run_dir"])
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -540,6 +559,9 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path = "sweeps", name: str | No
     atomic_write_text(sweep_dir / SPEC_FILE, json.dumps({"spec": spec.to_dict(), "trials": len(params),
                                                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                         indent=2) + "\n")
+    data_path = driver_data_path()  # before ray.init: the local workers inherit it
+    for p in params:
+        p["minari_datasets_path"] = data_path
     if not ray.is_initialized():  # no address: Ray on this machine only (a cluster needs --address auto)
         ray.init(address=address or "local")
     threads = max(1, math.floor(cpus_per_trial))
