@@ -132,9 +132,10 @@ def resolve_overrides(overrides: dict, run_dir: Path) -> dict:
     """A variant's act() overrides with ``"1/awr_beta"`` replaced by the run's own AWR temperature."""
     if overrides.get("temperature") != "1/awr_beta":
         return overrides
-    beta = json.loads((Path(run_dir) / "train_config.json").read_text())["optim"]["awr_beta"]
+    saved = json.loads((Path(run_dir) / "train_config.json").read_text())
+    beta = saved.get("config", {}).get("optim", {}).get("awr_beta")
     if not beta:
-        raise ValueError(f"{run_dir}/train_config.json records no resolved optim.awr_beta")
+        raise ValueError(f"{run_dir}/train_config.json records no resolved config.optim.awr_beta")
     return {**overrides, "temperature": 1.0 / float(beta)}
 
 

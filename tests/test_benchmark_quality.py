@@ -127,7 +127,7 @@ def finish_fake_run(run_dir, git_sha, steps=(20, 40)):
                                         {"step": s, "eval/normalized_score": s / 2, "eval/mean_return": float(s)})]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run_dir / "train_config.json").write_text(json.dumps({"git_sha": git_sha, "dataset": {"held_out": 0.05},
-                                                             "optim": {"awr_beta": 3.0}}))
+                                                             "config": {"optim": {"awr_beta": 3.0}}}))
     (run_dir / "results.json").write_text(json.dumps({"step": steps[-1], "normalized_score": 1.0}))
 
 
@@ -258,11 +258,11 @@ def test_the_local_engine_imports_neither_ray_nor_the_sweep():
 
 
 def test_the_awr_variant_takes_the_runs_own_temperature(tmp_path):
-    (tmp_path / "train_config.json").write_text(json.dumps({"optim": {"awr_beta": 4.0}}))
+    (tmp_path / "train_config.json").write_text(json.dumps({"config": {"optim": {"awr_beta": 4.0}}}))
     rule = quality.VARIANTS["IQL-AWR softmax (T = 1/awr_beta)"]
     assert quality.resolve_overrides(rule, tmp_path) == {"extraction": "idql", "selection": "softmax",
                                                          "temperature": 0.25}
     assert quality.resolve_overrides({"extraction": "idql"}, tmp_path) == {"extraction": "idql"}
-    (tmp_path / "train_config.json").write_text(json.dumps({"optim": {"awr_beta": None}}))
+    (tmp_path / "train_config.json").write_text(json.dumps({"config": {"optim": {"awr_beta": None}}}))
     with pytest.raises(ValueError, match="awr_beta"):
         quality.resolve_overrides(rule, tmp_path)
