@@ -242,9 +242,10 @@ def run_d3rlpy(dataset: str, seed: int, args: argparse.Namespace) -> dict:
 def summarize(dataset: str, per_seed: dict, args: argparse.Namespace, timing: dict | None = None) -> dict:
     table = {}
     methods = list(VARIANTS) + ["d3rlpy IQL"]
-    for m in methods:
+    for m in methods:  # a variant added later has only the seeds evaluated since: its row says how many
         scores = [(s["ours"]["final"][m] if m in VARIANTS else s["d3rlpy"]["final"])["score"]
-                  for s in per_seed.values() if (m in VARIANTS or "d3rlpy" in s)]
+                  for s in per_seed.values()
+                  if (m in s.get("ours", {}).get("final", {}) if m in VARIANTS else "d3rlpy" in s)]
         if scores:
             table[m] = seed_stats(scores)
     return {"dataset": dataset, "steps": args.steps, "batch_size": args.batch_size, "episodes": args.episodes,

@@ -266,3 +266,19 @@ def test_the_awr_variant_takes_the_runs_own_temperature(tmp_path):
     (tmp_path / "train_config.json").write_text(json.dumps({"config": {"optim": {"awr_beta": None}}}))
     with pytest.raises(ValueError, match="awr_beta"):
         quality.resolve_overrides(rule, tmp_path)
+
+
+def test_a_variant_added_later_is_tabled_over_the_seeds_that_have_it():
+    import argparse
+
+    old = {"AlignIQL": {"score": 1.0}}
+    new = {"AlignIQL": {"score": 3.0}, "IQL-AWR softmax (T = 1/awr_beta)": {"score": 5.0}}
+    per_seed = {"0": {"ours": {"final": new}, "d3rlpy": {"final": {"score": 2.0}}},
+                "1": {"ours": {"final": old}, "d3rlpy": {"final": {"score": 4.0}}},
+                "2": {"d3rlpy": {"final": {"score": 6.0}}}}
+    args = argparse.Namespace(steps=10, batch_size=8, episodes=2, tag=None)
+    table = quality.summarize("bench/hopper/medium-v0", per_seed, args)["table"]
+    assert (table["AlignIQL"]["mean"], table["AlignIQL"]["seeds"]) == (2.0, 2)
+    awr = table["IQL-AWR softmax (T = 1/awr_beta)"]
+    assert (awr["mean"], awr["seeds"]) == (5.0, 1)
+    assert table["d3rlpy IQL"]["seeds"] == 3 and "Gaussian (AWR)" not in table
