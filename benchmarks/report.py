@@ -33,13 +33,16 @@ def summary_table(runs: list[dict]) -> list[str]:
     out = ["| method | " + " | ".join(label(q) + (" (success %)" if "success" in q["metric"]
                                                                             else "") for q in runs) + " |",
            "|---|" + "---|" * len(runs)]
+    counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
     for m in methods:
         cells = []
-        for q in runs:
+        for q, n in zip(runs, counts):
             r = q["table"].get(m)
-            cells.append("–" if r is None else f"{r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""))
+            cell = "–" if r is None else f"{r['mean']:.1f}" + (f" ± {r['std']:.1f}" if r["seeds"] > 1 else "")
+            if r is not None and r["seeds"] < n:  # a row with fewer seeds than its column's others says so
+                cell += f" ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})"
+            cells.append(cell)
         out.append(f"| {m} | " + " | ".join(cells) + " |")
-    counts = [max((r["seeds"] for r in q["table"].values()), default=0) for q in runs]
     per = ", ".join(f"{label(q)} {n}" for q, n in zip(runs, counts))
     spread = " (mean ± sample std over seeds)." if max(counts, default=0) > 1 else "."
     return out + ["", f"Seeds per dataset: {per}{spread}", ""]

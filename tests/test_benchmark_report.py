@@ -16,7 +16,8 @@ def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     _quality(tmp_path, "a", "bench/hopper/medium-v0", "normalized score",
              {"AlignIQL": {"mean": 74.64, "std": 3.25, "seeds": 3},
-              "d3rlpy IQL": {"mean": 81.5, "std": 0.0, "seeds": 3}})
+              "d3rlpy IQL": {"mean": 81.5, "std": 0.0, "seeds": 3},
+              "new rule": {"mean": 80.0, "std": 0.0, "seeds": 1}})
     _quality(tmp_path, "b", "bench/pointmaze/medium-v0", "success rate (%)",
              {"AlignIQL": {"mean": 70.0, "std": 0.0, "seeds": 1}})
     lines = report.quality()
@@ -24,6 +25,7 @@ def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_
     assert "| method | hopper/medium-v0 | pointmaze/medium-v0 (success %) |" in lines
     assert "| AlignIQL | 74.6 ± 3.2 | 70.0 |" in lines
     assert "| d3rlpy IQL | 81.5 ± 0.0 | – |" in lines  # a method not run on a dataset is marked, not dropped
+    assert "| new rule | 80.0 (1 seed) | – |" in lines  # fewer seeds than the column's others: said
     assert "hopper/medium-v0 3, pointmaze/medium-v0 1 (mean ± sample std over seeds)" in text
     assert "30000 gradient steps at batch 256" in text
 
