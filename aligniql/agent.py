@@ -193,8 +193,10 @@ class AlignIQLAgent(nn.Module):
                 dict with the keys in ``config.obs_keys`` (each (dim,) or (B, dim)).
             num_samples: N diffusion candidates per observation (default ``config.num_samples``).
             extraction: ``aligniql``, ``aligniql_hard``, ``idql``, ``idql_expectile`` or ``gaussian``.
-            selection: ``argmax`` or ``softmax``.
-            eta, temperature: override the config's AlignIQL strength and softmax temperature.
+            selection: ``argmax`` or ``softmax``. Default: the config's, with the config's extraction; with
+                another extraction, that rule's own (``softmax`` for ``idql_expectile``, else ``argmax``).
+            eta, temperature: override the config's AlignIQL strength and softmax temperature (the temperature
+                defaults to 1 with an extraction other than the config's, as the selection does).
             generator: a ``torch.Generator`` or an int seed for reproducible actions, or one per observation of
                 a batch (row i then draws exactly the noise it would draw alone with generator i, e.g. one per
                 vector-env episode). Without one, actions come from torch's global RNG.
@@ -281,8 +283,12 @@ class AlignIQLAgent(nn.Module):
         n = c.num_samples if num_samples is None else num_samples
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        # the saved selection and temperature belong to the saved rule: another extraction gets its own defaults
+        # (a softmax at the saved T = 1/3 over -(Q-V)^2 would be nobody's rule)
+        own_rule = extraction is not None and extraction != c.extraction
         extraction = c.extraction if extraction is None else extraction
-        selection = c.selection if selection is None else selection
+        if selection is None:
+            selection = ("softmax" if extraction == "idql_expectile" else "argmax") if own_rule else c.selection
         if extraction not in EXTRACTIONS:
             raise ValueError(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}")
         if selection not in SELECTIONS:
@@ -296,7 +302,9 @@ class AlignIQLAgent(nn.Module):
             raise ValueError("extraction='gaussian' needs a Gaussian actor, but this checkpoint has none "
                              "(trained without use_gaussian_actor)")
         eta = c.eta if eta is None else float(eta)
-        temperature = c.temperature if temperature is None else float(temperature)
+        if temperature is None:
+            temperature = AlignIQLConfig.temperature if own_rule else c.temperature
+        temperature = float(temperature)
         if not (math.isfinite(eta) and eta > 0 and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"eta and temperature must be finite and > 0, got eta={eta}, temperature={temperature}")
         return int(n), extraction, selection, eta, temperature

@@ -39,7 +39,7 @@ def settings(num_samples: list[int], temperatures: list[float]) -> dict[str, dic
         grid[f"AlignIQL-hard softmax T={t:g}, N=64"] = {"extraction": "aligniql_hard", "selection": "softmax",
                                                         "temperature": t, "num_samples": 64}
     grid["IDQL expectile softmax, N=64"] = {"extraction": "idql_expectile", "selection": "softmax", "num_samples": 64}
-    grid["Diffusion BC (N=1)"] = {"extraction": "aligniql", "num_samples": 1}
+    grid["Diffusion BC (N=1)"] = {"extraction": "aligniql", "selection": "argmax", "num_samples": 1}
     return grid
 
 

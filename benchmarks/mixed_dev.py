@@ -51,13 +51,13 @@ POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.
 FULL_POINTS = ("tau0.7", "tau0.7_awd")
 # act-time rules evaluated on every point: name -> act() overrides
 RULES = {
-    "AlignIQL argmax N=64 (default)": {"extraction": "aligniql"},
-    "IDQL argmax Q N=64": {"extraction": "idql"},
+    "AlignIQL argmax N=64 (default)": {"extraction": "aligniql", "selection": "argmax"},
+    "IDQL argmax Q N=64": {"extraction": "idql", "selection": "argmax"},
     "AlignIQL-hard sampled N=64": {"extraction": "aligniql_hard", "selection": "softmax"},
 }
 # rules evaluated on the tau0.9 point only (the a-priori candidate for a new default) and the full run
 EXTRA_RULES = {
-    "AlignIQL argmax N=16": {"extraction": "aligniql", "num_samples": 16},
+    "AlignIQL argmax N=16": {"extraction": "aligniql", "selection": "argmax", "num_samples": 16},
     "AlignIQL softmax N=64, T = spread": {"extraction": "aligniql", "selection": "softmax", "temperature": "spread"},
     "IDQL expectile softmax N=64": {"extraction": "idql_expectile", "selection": "softmax"},
 }
@@ -68,7 +68,7 @@ WIDE_RULES = {"IDQL argmax Q N=256": {"extraction": "idql", "num_samples": 256}}
 AWR_RULES = {"IDQL softmax Q N=64, T = 1/3": {"extraction": "idql", "selection": "softmax", "temperature": 1 / 3}}
 # rules that do not depend on the critic point: evaluated on the full run only
 BEHAVIOUR_RULES = {
-    "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
+    "Diffusion BC (N=1)": {"extraction": "aligniql", "selection": "argmax", "num_samples": 1},
     "Gaussian (AWR, tau 0.7)": {"extraction": "gaussian"},
 }
 

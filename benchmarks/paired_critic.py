@@ -24,8 +24,9 @@ from benchmarks.common import RESULTS, machine  # noqa: E402
 from benchmarks.quality import EVAL_SEED  # noqa: E402
 
 PRESETS = ("default", "paper")
-RULES = {"argmax Q (idql)": {"extraction": "idql"}, "AlignIQL argmax -(Q-V)^2": {"extraction": "aligniql"},
-         "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1}}
+RULES = {"argmax Q (idql)": {"extraction": "idql", "selection": "argmax"},
+         "AlignIQL argmax -(Q-V)^2": {"extraction": "aligniql", "selection": "argmax"},
+         "Diffusion BC (N=1)": {"extraction": "aligniql", "selection": "argmax", "num_samples": 1}}
 
 
 def critic_config(source: Path, preset: str, threads: int):

@@ -37,11 +37,11 @@ from training.trainer import score_of  # noqa: E402,F401  (benchmarks/extraction
 
 # name -> act() overrides evaluated on the final checkpoint
 VARIANTS = {
-    "AlignIQL": {"extraction": "aligniql"},
+    "AlignIQL": {"extraction": "aligniql", "selection": "argmax"},
     "AlignIQL-hard": {"extraction": "aligniql_hard", "selection": "softmax"},
-    "IDQL (argmax Q)": {"extraction": "idql"},
+    "IDQL (argmax Q)": {"extraction": "idql", "selection": "argmax"},
     "Gaussian (AWR)": {"extraction": "gaussian"},
-    "Diffusion BC (N=1)": {"extraction": "aligniql", "num_samples": 1},
+    "Diffusion BC (N=1)": {"extraction": "aligniql", "selection": "argmax", "num_samples": 1},
     # IQL's own extracted policy, pi(a|s) ~ mu(a|s) exp(awr_beta A(s, a)), drawn from the N candidates of mu:
     # softmax over Q at T = 1 / the run's awr_beta (V(s) cancels); chosen on the mixed dev sets (benchmarks/README.md)
     "IQL-AWR softmax (T = 1/awr_beta)": {"extraction": "idql", "selection": "softmax", "temperature": "1/awr_beta"},

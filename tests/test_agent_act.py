@@ -135,6 +135,22 @@ def test_override_num_samples_and_rule(agent):
                               agent.act(obs, num_samples=32, generator=g()))
 
 
+def test_another_extraction_gets_its_own_selection_and_temperature_not_the_saved_rules():
+    """An agent saved with the locomotion default (idql, softmax at T = 1/3): a call naming another extraction
+    acts by that rule's own selection (argmax; softmax at T = 1 for idql_expectile), never by a softmax over
+    -(Q-V)^2 at the saved temperature."""
+    agent = tiny_agent(extraction="idql", selection="softmax", temperature=1 / 3)
+    assert agent._settings(None, None, None, None, None)[1:] == ("idql", "softmax", agent.config.eta, 1 / 3)
+    assert agent._settings(None, "idql", None, None, None)[2:4] == ("softmax", agent.config.eta)  # the saved rule
+    assert agent._settings(None, "aligniql", None, None, None)[2] == "argmax"
+    assert agent._settings(None, "idql_expectile", None, None, None)[2:] == ("softmax", agent.config.eta, 1.0)
+    assert agent._settings(None, "aligniql", "softmax", None, 0.1)[2:] == ("softmax", agent.config.eta, 0.1)
+    obs = np.zeros(11)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    np.testing.assert_array_equal(agent.act(obs, extraction="aligniql", generator=g()),
+                                  agent.act(obs, extraction="aligniql", selection="argmax", generator=g()))
+
+
 def test_observation_normalization_applies(agent):
     agent.set_normalization(np.full(11, 5.0), np.full(11, 2.0))
     obs = torch.full((1, 11), 9.0)

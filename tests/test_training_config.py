@@ -170,3 +170,48 @@ def test_behaviour_weights_reach_the_trainer_and_old_runs_read_as_unweighted():
     saved = default.to_dict()
     del saved["optim"]["behavior_weights"]  # a train_config.json written before the option existed
     assert TrainConfig.from_dict(saved).optim.behavior_weights == "none"
+
+
+def test_the_presets_selection_and_temperature_go_with_its_extraction_only(monkeypatch):
+    import dataclasses
+
+    from training import presets
+
+    ours = dataclasses.replace(presets.PRESETS["locomotion"], extraction="idql", selection="softmax", temperature=0.25)
+    monkeypatch.setitem(presets.PRESETS, "locomotion", ours)
+    config = TrainConfig.create(dataset="bench/hopper/medium-v0")
+    assert (config.agent.selection, config.agent.temperature) == (None, None)  # the preset decides
+
+    def rule(c):
+        a = c.resolved("bench/hopper/medium-v0", "Hopper-v5").agent
+        return a.extraction, a.selection, a.temperature
+
+    assert rule(config) == ("idql", "softmax", 0.25)
+    assert rule(config.replace(selection="argmax")) == ("idql", "argmax", 0.25)  # a value given always wins
+    # another extraction: that rule's own selection and temperature, never the preset's softmax at 0.25
+    assert rule(config.replace(extraction="aligniql")) == ("aligniql", "argmax", 1.0)
+    assert rule(config.replace(extraction="idql_expectile")) == ("idql_expectile", "softmax", 1.0)
+    assert rule(config.replace(extraction="aligniql", temperature=0.5)) == ("aligniql", "argmax", 0.5)
+    assert rule(config.replace(preset="paper")) == ("aligniql", "argmax", 1.0)
+    resumed = config.resolved("bench/hopper/medium-v0", "Hopper-v5", saved=config.replace(temperature=0.5).resolved(
+        "bench/hopper/medium-v0", "Hopper-v5"))
+    assert resumed.agent.temperature == 0.5  # a resumed run keeps the rule it started with
+    saved = config.resolved("bench/hopper/medium-v0", "Hopper-v5").to_dict()
+    del saved["agent"]["selection"], saved["agent"]["temperature"]  # written before they were preset fields
+    assert TrainConfig.from_dict(saved).agent.selection == "argmax"
+
+
+@pytest.mark.parametrize("name", ["default", "paper"])
+def test_every_preset_resolves_to_a_valid_config(name):
+    from training import presets
+
+    examples = {"locomotion": ("bench/hopper/medium-v0", "Hopper-v5"), "antmaze": ("bench/antmaze/umaze-v0", None),
+                "pointmaze": ("bench/pointmaze/medium-v0", None), "adroit": ("D4RL/pen/human-v2", None),
+                "kitchen": ("D4RL/kitchen/mixed-v2", None), "other": ("my/own/data-v0", None)}
+    assert set(examples) == set(presets.PRESETS)
+    for domain, (dataset, env) in examples.items():
+        assert presets.domain_of(dataset, env) == domain
+        resolved = TrainConfig.create(dataset=dataset, preset=name, multipliers=True, gaussian_actor="awr").resolved(
+            dataset, env)
+        a = resolved.agent
+        assert a.selection in ("argmax", "softmax") and a.temperature > 0 and a.extraction is not None

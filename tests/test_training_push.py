@@ -229,6 +229,9 @@ def test_card_of_an_argmax_q_agent_says_where_the_papers_rule_is(tmp_path):
     assert 'agent.act(obs, extraction="aligniql")' in text
     (folder / "config.json").write_text(json.dumps(config | {"extraction": "aligniql"}))
     assert "That rule is argmax Q" not in str(render_card(folder))
+    (folder / "config.json").write_text(json.dumps(config | {"selection": "softmax", "temperature": 1 / 3}))
+    text = str(render_card(folder))
+    assert "IQL's extracted policy" in text and "temperature\n0.333" in text and "That rule is argmax Q" not in text
 
 
 def test_card_says_when_the_behaviour_model_was_advantage_weighted(tmp_path):

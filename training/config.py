@@ -197,10 +197,12 @@ class AgentConfig(_Group):
     aligniql weights exp(-eta (Q-V)^2)."""
     extraction: str | None = option(None, choices=EXTRACTIONS, preset=True, legacy=AlignIQLConfig.extraction)
     """Default action-extraction rule stored in config.json."""
-    selection: str | None = option(None, choices=SELECTIONS, legacy="argmax")
-    """Default candidate selection stored in config.json (default: softmax for idql_expectile, else argmax)."""
-    temperature: float = option(AlignIQLConfig.temperature, check=positive())
-    """Softmax selection temperature stored in config.json."""
+    selection: str | None = option(None, choices=SELECTIONS, preset=True, legacy="argmax")
+    """Default candidate selection stored in config.json (default: the preset's with the preset's extraction;
+    with an extraction given, softmax for idql_expectile, else argmax)."""
+    temperature: float | None = option(None, check=positive(), preset=True, legacy=AlignIQLConfig.temperature)
+    """Softmax selection temperature stored in config.json (default: the preset's with the preset's extraction,
+    else 1)."""
     eta: float = option(AlignIQLConfig.eta, check=positive())
     """AlignIQL strength in exp(-eta (Q-V)^2)."""
     num_samples: int | None = option(None, check=at_least(1), preset=True)
@@ -298,6 +300,9 @@ class HubConfig(_Group):
     """Create the Hub repo as private."""
 
 
+RULE_FIELDS = ("selection", "temperature")
+"""Preset fields that belong to the preset's act-time rule: not taken from it when the extraction is given."""
+
 GROUPS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "agent": AgentConfig, "optim": OptimConfig,
                            "eval": EvalConfig, "hub": HubConfig}
 _GROUP_OF = {f.name: g for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
@@ -382,9 +387,13 @@ class TrainConfig:
         flat = self.flat()
         preset = preset_for(dataset_id, env_id, flat["preset"])
         kept = saved.flat() if saved is not None and saved.run.preset == flat["preset"] else None
+        # the act-time rule is one unit: the preset's selection and temperature go with its extraction only
+        own_rule = flat["extraction"] is not None
         for f in _all_fields():
-            if f.metadata["preset"] and flat[f.name] is None:
+            if f.metadata["preset"] and flat[f.name] is None and not (own_rule and f.name in RULE_FIELDS):
                 flat[f.name] = kept[f.name] if kept is not None else getattr(preset, f.name)
+        if flat["temperature"] is None:
+            flat["temperature"] = AlignIQLConfig.temperature
         if flat["output_dir"] is None:
             flat["output_dir"] = str(Path("runs") / f"aligniql-{dataset_slug(dataset_id)}-seed{flat['seed']}")
         if flat["selection"] is None:  # expectile weights are only meant to be sampled

@@ -37,6 +37,13 @@ class Preset:
     """LayerNorm on V's (and the multiplier nets') input, as the AlignIQL/IDQL launchers set it (§2.3)."""
     extraction: str = "aligniql"
     """The act-time rule saved as the agent's default: AlignIQL's argmax -(Q-V)^2, what its code evaluates (§7.1)."""
+    selection: str = "argmax"
+    """How the rule picks among the candidates: ``argmax`` of its log-weights, as the official code acts, or a
+    ``softmax`` sample. Applies with this preset's ``extraction`` only: a run that names its own extraction gets
+    that rule's own selection (``softmax`` for ``idql_expectile``, else ``argmax``)."""
+    temperature: float = 1.0
+    """Softmax temperature saved with the rule (used only with ``selection="softmax"``); like ``selection``, it
+    goes with this preset's ``extraction`` only."""
     behavior_weights: str = "none"
     """The diffusion model clones the behaviour unweighted, as AlignIQL and IDQL train it (§4)."""
 
@@ -61,6 +68,9 @@ OUR_CHOICES: dict[str, dict[str, Any]] = {
     # sets quoted in the issue: 22.1 / 47.2 against 6.2 / 28.0; on the five shared datasets the two rules tie
     # within two standard errors. V's input LayerNorm stays: dropping it helped on both dev sets but made argmax Q
     # collapse on hopper/medium-expert (14.5 -> -0.1, paired on one behaviour model; benchmarks/README.md).
+    # IQL's own policy over the candidates (idql, softmax at T = 1/awr_beta = 1/3) won both dev sets (walker2d 81.8
+    # against 40.9, hopper 41.7 against 30.2) and hopper/medium-expert (36.9 against 14.5), but lost hopper/medium
+    # (72.7 against 81.1, argmax Q's spread 1.2) and walker2d/medium (70.1 against 76.6) on the report: not adopted.
     "locomotion": {"extraction": "idql"},
 }
 """Where this package's defaults depart from the paper's, per domain, and only where a measured protocol says so

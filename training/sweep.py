@@ -56,11 +56,12 @@ FIELD_TYPES = {f.name: _hints(cls)[f.name] for cls in GROUPS.values() for f in d
 # --variants: act-time rules scored on each trial's final agent (benchmarks/quality.py's names), each with the
 # agent config flag it needs; the trial's own final evaluation (its config's extraction) stays the first row
 VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
-    "AlignIQL -(Q-V)^2": ({"extraction": "aligniql"}, None),  # the paper's rule, whatever the agent's default
+    # the paper's rule, whatever the agent's default
+    "AlignIQL -(Q-V)^2": ({"extraction": "aligniql", "selection": "argmax"}, None),
     "AlignIQL-hard": ({"extraction": "aligniql_hard", "selection": "softmax"}, "use_multipliers"),
-    "IDQL (argmax Q)": ({"extraction": "idql"}, None),
+    "IDQL (argmax Q)": ({"extraction": "idql", "selection": "argmax"}, None),
     "Gaussian (AWR)": ({"extraction": "gaussian"}, "use_gaussian_actor"),
-    "Diffusion BC (N=1)": ({"extraction": "aligniql", "num_samples": 1}, None),
+    "Diffusion BC (N=1)": ({"extraction": "aligniql", "selection": "argmax", "num_samples": 1}, None),
 }
 VARIANTS_FILE = "variants.json"
 
