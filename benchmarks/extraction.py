@@ -58,9 +58,19 @@ def reusable(quality_seed: dict | None, run: Path, overrides: dict, episodes: in
     for name, variant in VARIANTS.items():
         res = quality_seed["ours"]["final"].get(name)
         if (res is not None and res.get("episodes") == episodes and res.get("seed") == EVAL_SEED
-                and defaults | variant == defaults | overrides):
+                and effective(defaults, variant) == effective(defaults, overrides)):
             return res
     return None
+
+
+def effective(defaults: dict, overrides: dict) -> dict:
+    """The act() settings ``overrides`` give on an agent with ``defaults``, as ``AlignIQLAgent.act`` merges them:
+    another extraction than the default's comes with its own selection and temperature, not the saved ones."""
+    base = dict(defaults)
+    if overrides.get("extraction", base["extraction"]) != base["extraction"]:
+        base |= {"selection": "softmax" if overrides["extraction"] == "idql_expectile" else "argmax",
+                 "temperature": 1.0}
+    return base | overrides
 
 
 DIAG_TEMPERATURES = (1.0, 0.1, 0.01)

@@ -105,8 +105,13 @@ def test_extraction_settings_reuse_only_the_same_quality_evaluation(tmp_path):
     same = grid["AlignIQL argmax, N=64"]
     assert extraction.reusable(seed, tmp_path / "seed1", same, 10, defaults) is None
     assert extraction.reusable(seed, run, same, 20, defaults) is None
-    # an agent whose default selection is softmax: the quality "AlignIQL" row was not an argmax evaluation
-    assert extraction.reusable(seed, run, same, 10, defaults | {"selection": "softmax"}) is None
+    # an agent whose default selection is softmax: the quality rows name their selection, so the argmax row
+    # serves an argmax setting, and a setting that leaves the selection to the agent (softmax) is evaluated anew
+    soft = defaults | {"selection": "softmax"}
+    assert extraction.reusable(seed, run, same, 10, soft)["score"] == 0
+    assert extraction.reusable(seed, run, {"extraction": "aligniql"}, 10, soft) is None
+    # another extraction resets the selection as act() does: IDQL's argmax row serves {"extraction": "idql"}
+    assert extraction.reusable(seed, run, {"extraction": "idql"}, 10, soft)["score"] == 2
     final["AlignIQL"]["seed"] = 0
     assert extraction.reusable(seed, run, same, 10, defaults) is None
 
