@@ -70,7 +70,7 @@ OUR_CHOICES: dict[str, dict[str, Any]] = {
     # collapse on hopper/medium-expert (14.5 -> -0.1, paired on one behaviour model; benchmarks/README.md).
     # IQL's own policy over the candidates (idql, softmax at T = 1/awr_beta = 1/3) won both dev sets (walker2d 81.8
     # against 40.9, hopper 41.7 against 30.2) and hopper/medium-expert (36.9 against 14.5), but lost hopper/medium
-    # (72.7 against 81.1, argmax Q's spread 1.2) and walker2d/medium (70.1 against 76.6) on the report: not adopted.
+    # (72.7 against 81.1, argmax Q's spread 0.3) on the report (seed 0, report episodes): not adopted.
     "locomotion": {"extraction": "idql"},
 }
 """Where this package's defaults depart from the paper's, per domain, and only where a measured protocol says so
