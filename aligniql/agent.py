@@ -16,7 +16,8 @@ from torch import nn
 
 from aligniql import hub
 from aligniql._version import __version__
-from aligniql.config import EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLConfig, read_config_file
+from aligniql.config import (EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQLConfig, read_config_file,
+                             rule_defaults)
 from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
@@ -284,11 +285,12 @@ class AlignIQLAgent(nn.Module):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         # the saved selection and temperature belong to the saved rule: another extraction gets its own defaults
-        # (a softmax at the saved T = 1/3 over -(Q-V)^2 would be nobody's rule)
-        own_rule = extraction is not None and extraction != c.extraction
-        extraction = c.extraction if extraction is None else extraction
-        if selection is None:
-            selection = ("softmax" if extraction == "idql_expectile" else "argmax") if own_rule else c.selection
+        # (a softmax at a saved T = 1/3 over -(Q-V)^2 would be nobody's rule)
+        if extraction is None or extraction == c.extraction:
+            extraction, defaults = c.extraction, {"selection": c.selection, "temperature": c.temperature}
+        else:
+            defaults = rule_defaults(extraction)
+        selection = defaults["selection"] if selection is None else selection
         if extraction not in EXTRACTIONS:
             raise ValueError(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}")
         if selection not in SELECTIONS:
@@ -302,9 +304,7 @@ class AlignIQLAgent(nn.Module):
             raise ValueError("extraction='gaussian' needs a Gaussian actor, but this checkpoint has none "
                              "(trained without use_gaussian_actor)")
         eta = c.eta if eta is None else float(eta)
-        if temperature is None:
-            temperature = AlignIQLConfig.temperature if own_rule else c.temperature
-        temperature = float(temperature)
+        temperature = float(defaults["temperature"] if temperature is None else temperature)
         if not (math.isfinite(eta) and eta > 0 and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"eta and temperature must be finite and > 0, got eta={eta}, temperature={temperature}")
         return int(n), extraction, selection, eta, temperature

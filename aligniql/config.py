@@ -218,6 +218,14 @@ class AlignIQLConfig:
         return dataclasses.replace(self, **changes)
 
 
+def rule_defaults(extraction: str) -> dict[str, Any]:
+    """The selection and temperature an extraction rule takes when none is given: argmax at T = 1, except the
+    expectile weights, which are only meant to be sampled. A saved rule's own selection and temperature belong
+    to its extraction; naming another one (in a config or at ``act()``) gets these instead."""
+    return {"selection": "softmax" if extraction == "idql_expectile" else "argmax",
+            "temperature": AlignIQLConfig.temperature}
+
+
 def read_config_file(path: str | Path) -> tuple[AlignIQLConfig, dict[str, Any]]:
     """``config.json`` -> (the config, its file info: ``aligniql_version``, ``weights_sha256`` when recorded)."""
     try:

@@ -66,10 +66,11 @@ def reusable(quality_seed: dict | None, run: Path, overrides: dict, episodes: in
 def effective(defaults: dict, overrides: dict) -> dict:
     """The act() settings ``overrides`` give on an agent with ``defaults``, as ``AlignIQLAgent.act`` merges them:
     another extraction than the default's comes with its own selection and temperature, not the saved ones."""
+    from aligniql.config import rule_defaults
+
     base = dict(defaults)
     if overrides.get("extraction", base["extraction"]) != base["extraction"]:
-        base |= {"selection": "softmax" if overrides["extraction"] == "idql_expectile" else "argmax",
-                 "temperature": 1.0}
+        base |= rule_defaults(overrides["extraction"])
     return base | overrides
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aligniql.agent import resolve_device
-from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig
+from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig, rule_defaults
 from aligniql.precision import PRECISIONS, resolve_precision
 from training.presets import PRESET_NAMES, PRESETS, Preset, dataset_slug, preset_for
 from training.trainer import BEHAVIOR_WEIGHTS, GAUSSIAN_WEIGHTS, TrainerConfig
@@ -392,12 +392,11 @@ class TrainConfig:
         for f in _all_fields():
             if f.metadata["preset"] and flat[f.name] is None and not (own_rule and f.name in RULE_FIELDS):
                 flat[f.name] = kept[f.name] if kept is not None else getattr(preset, f.name)
-        if flat["temperature"] is None:
-            flat["temperature"] = AlignIQLConfig.temperature
         if flat["output_dir"] is None:
             flat["output_dir"] = str(Path("runs") / f"aligniql-{dataset_slug(dataset_id)}-seed{flat['seed']}")
-        if flat["selection"] is None:  # expectile weights are only meant to be sampled
-            flat["selection"] = "softmax" if flat["extraction"] == "idql_expectile" else "argmax"
+        for name, value in rule_defaults(flat["extraction"]).items():  # the given extraction's own rule
+            if flat[name] is None:
+                flat[name] = value
         if flat["precision"] == "auto":  # the saved config (and the model card) say what this machine ran
             flat["precision"] = resolve_precision("auto", resolve_device(flat["device"]))
         return TrainConfig.create(**flat)
