@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from aligniql.config import (EXPECTILE_ARGMAX, EXTRACTIONS, SELECTIONS, AlignIQL
 from aligniql.diffusion import make_schedule, sample
 from aligniql.networks import Denoiser, GaussianActor, StateNet, TwinQ
 from aligniql.observations import parse_observation
-from aligniql.precision import resolve_precision
+from aligniql.precision import emulation_warning, resolve_precision
 from aligniql.selection import (aligniql_hard_log_weights, aligniql_log_weights, idql_expectile_log_weights,
                                 idql_log_weights, select)
 
@@ -116,6 +117,8 @@ class AlignIQLAgent(nn.Module):
         (AMX or AVX512-BF16 CPUs, bf16-capable GPUs), else fp32; ``agent.precision`` says which. Weights stay
         float32 either way."""
         self.precision = resolve_precision(precision, self.device)
+        if (why := emulation_warning(self.precision, self.device)) is not None:
+            warnings.warn(why, RuntimeWarning, stacklevel=2)
         return self
 
     def set_normalization(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:

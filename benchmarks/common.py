@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from aligniql.hub import sha256_of as file_sha256  # noqa: F401  (re-exported for the benchmark scripts)
-from aligniql.precision import cpu_features
+from aligniql.precision import cpu_features, cpu_name
 from training.push import git_sha  # noqa: F401  (re-exported for the benchmark scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,14 +27,7 @@ def seed_stats(scores: list[float]) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info = {"cpu": cpu, "cpu_features": cpu_features(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

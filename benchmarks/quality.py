@@ -214,12 +214,14 @@ def move_aside(path: Path) -> Path:
 
 
 def training_revision(run_dir: Path) -> dict:
-    """The commit and hold-out of a training run, so that seeds trained by different code are told apart."""
+    """The commit, hold-out and CPU of a training run, so that seeds trained by different code (or on different
+    CPUs of the machine class) are told apart."""
     path = Path(run_dir) / "train_config.json"
     if not path.is_file():
         return {}
     tc = json.loads(path.read_text())
-    return {"git_sha": tc.get("git_sha"), "held_out": tc.get("dataset", {}).get("held_out", 0)}
+    return {"git_sha": tc.get("git_sha"), "held_out": tc.get("dataset", {}).get("held_out", 0),
+            **({"machine": tc["machine"]} if "machine" in tc else {})}  # runs before it was recorded have none
 
 
 def run_d3rlpy(dataset: str, seed: int, args: argparse.Namespace) -> dict:

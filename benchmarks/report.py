@@ -72,11 +72,37 @@ def provenance(runs: list[dict]) -> list[str]:
             held.append(f"{name} {', '.join(with_h)}")
         if without := sorted(k for k, o in seeds.items() if not o.get("held_out")):
             full.append(f"{name} {', '.join(without)}")
+    lines = trained_by(runs)
     if not held or not full:
+        return lines
+    return [*lines, f"Seeds trained with the 5 % hold-out and the current initialisation: {'; '.join(held)}. Seeds "
+            f"trained on all transitions by earlier code: {'; '.join(full)} (each seed's `git_sha` is in its JSON; "
+            "d3rlpy's IQL always trains on all transitions).", ""]
+
+
+def cpu_label(machine: dict) -> str:
+    """A CPU as the speed notes name it: model and the bf16 hardware it has (or that it has none)."""
+    f = machine.get("cpu_features", {})
+    kind = "AMX" if f.get("amx_tile") else "AVX512-BF16" if f.get("avx512_bf16") else \
+        "AVX512, no bf16" if f.get("avx512") else "AVX2 only"
+    return f"{machine.get('cpu', 'unknown CPU')} ({kind})"
+
+
+def trained_by(runs: list[dict]) -> list[str]:
+    """Which commit and CPU trained each seed of our runs, grouped: "one commit" is what a fair table needs, and
+    CPUs of the machine class differ in their float kernels. Runs from before the CPU was recorded name none."""
+    groups: dict[str, list[str]] = {}
+    for q in runs:
+        for seed, entry in sorted(q.get("per_seed", {}).items()):
+            ours = entry.get("ours", {})
+            if "git_sha" not in ours:
+                continue
+            key = f"commit {(ours['git_sha'] or 'unknown')[:7]}" + (
+                f" on {cpu_label(ours['machine'])}" if "machine" in ours else " (CPU not recorded)")
+            groups.setdefault(key, []).append(f"{label(q)} {seed}")
+    if not groups:
         return []
-    return [f"Seeds trained with the 5 % hold-out and the current initialisation: {'; '.join(held)}. Seeds trained "
-            f"on all transitions by earlier code: {'; '.join(full)} (each seed's `git_sha` is in its JSON; d3rlpy's "
-            "IQL always trains on all transitions).", ""]
+    return ["Trained by: " + "; ".join(f"{key}: {', '.join(names)}" for key, names in groups.items()) + ".", ""]
 
 
 def extraction() -> list[str]:

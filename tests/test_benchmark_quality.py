@@ -127,7 +127,8 @@ def finish_fake_run(run_dir, git_sha, steps=(20, 40)):
                                         {"step": s, "eval/normalized_score": s / 2, "eval/mean_return": float(s)})]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run_dir / "train_config.json").write_text(json.dumps({"git_sha": git_sha, "dataset": {"held_out": 0.05},
-                                                             "config": {"optim": {"awr_beta": 3.0}}}))
+                                                             "config": {"optim": {"awr_beta": 3.0}},
+                                                             "machine": {"cpu": "Test CPU", "cpu_features": {}}}))
     (run_dir / "results.json").write_text(json.dumps({"step": steps[-1], "normalized_score": 1.0}))
 
 
@@ -195,6 +196,7 @@ def test_sweep_engine_trains_the_same_runs_through_run_sweep_and_writes_the_same
     assert entry["curve"] == [{"step": 20, "score": 10.0, "mean_return": 20.0},
                               {"step": 40, "score": 20.0, "mean_return": 40.0}]
     assert set(entry["final"]) == set(quality.VARIANTS) and (entry["git_sha"], entry["held_out"]) == ("b" * 40, 0.05)
+    assert entry["machine"]["cpu"] == "Test CPU"  # seeds may come from different CPUs of the machine class
     assert hopper["commits"] == ["a" * 40, "b" * 40] and hopper["table"]["AlignIQL"]["seeds"] == 2
     assert hopper["engine"] == "sweep" and hopper["wall_clock_s"] >= 0 and hopper["sweep_dir"] == str(sweep_dir)
     walker = json.loads((tmp_path / "results" / "quality_bench_walker2d_medium-v0.json").read_text())

@@ -30,6 +30,22 @@ def test_quality_summary_has_one_column_per_dataset_and_std_only_with_seeds(tmp_
     assert "30000 gradient steps at batch 256" in text
 
 
+def test_quality_provenance_groups_seeds_by_commit_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    zen3 = {"cpu": "AMD EPYC", "cpu_features": {"avx2": True, "avx512": False, "avx512_bf16": False}}
+    spr = {"cpu": "Intel Xeon", "cpu_features": {"avx512": True, "avx512_bf16": True, "amx_tile": True}}
+    seeds = {"0": {"ours": {"git_sha": "a" * 40, "held_out": 5}},  # trained before the CPU was recorded
+             "1": {"ours": {"git_sha": "b" * 40, "held_out": 5, "machine": zen3}},
+             "2": {"ours": {"git_sha": "b" * 40, "held_out": 5, "machine": spr}},
+             "3": {"d3rlpy": {}}}
+    (tmp_path / "quality_h.json").write_text(json.dumps(
+        {"dataset": "bench/hopper/medium-v0", "metric": "normalized score", "steps": 30000, "batch_size": 256,
+         "episodes": 10, "table": {"AlignIQL": {"mean": 1.0, "std": 0.0, "seeds": 3}}, "per_seed": seeds}))
+    text = "\n".join(report.quality())
+    assert ("Trained by: commit aaaaaaa (CPU not recorded): hopper/medium-v0 0; commit bbbbbbb on AMD EPYC "
+            "(AVX2 only): hopper/medium-v0 1; commit bbbbbbb on Intel Xeon (AMX): hopper/medium-v0 2.") in text
+
+
 def test_no_results_prints_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     assert report.quality() == [] and report.latency() == [] and report.speed() == []

@@ -3,14 +3,17 @@ save/load, bit-exact resume)."""
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from aligniql import AlignIQLAgent
-from aligniql.precision import cpu_features, native_bf16, resolve_precision
+from aligniql.precision import cpu_features, cpu_name, emulation_warning, native_bf16, resolve_precision
 from tests.conftest import tiny_agent
-from training import checkpoint
+from training import checkpoint, train
 from training.config import TrainConfig
 from training.datasets import Transitions
 from training.trainer import Trainer, TrainerConfig
@@ -33,6 +36,32 @@ def test_auto_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, avx512_
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_explicit_bf16_warns_exactly_where_it_would_be_emulated(monkeypatch, caplog, native):
+    # an AVX2-only CPU runs bf16 matmuls far slower than fp32: asking for bf16 there must say so, not just be slow
+    cpu_with(monkeypatch, avx512_bf16=native, amx=False)
+    assert (emulation_warning("bf16", "cpu") is None) == native
+    assert emulation_warning("fp32", "cpu") is None and emulation_warning("auto", "cpu") is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_agent().set_precision("bf16")
+        tiny_agent().set_precision("auto")
+        tiny_agent().set_precision("fp32")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    if native:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "emulated" in messages[0] and "'auto'" in messages[0]
+    caplog.set_level(logging.WARNING, logger="training.train")
+    train.warn_if_emulated("bf16", torch.device("cpu"))
+    assert ("emulated" in caplog.text) != native
+
+
+def test_cpu_name_is_the_model_name():
+    name = cpu_name()
+    assert isinstance(name, str) and name and "\n" not in name
 
 
 def test_cpu_features_name_what_torch_sees():

@@ -105,6 +105,8 @@ def test_box_dataset_end_to_end(box_dataset, tmp_path, monkeypatch):
     total = train_config["dataset"]["transitions"]  # 5 % held out by default, scored as val/* on every log line
     assert train_config["dataset"]["held_out"] == total - int(total * 0.95) > 0
     assert all(np.isfinite(r[k]) for r in losses for k in ("val/bc", "val/value", "val/q"))
+    machine = train_config["machine"]  # which CPU of the machine class trained it
+    assert machine["cpu"] and machine["torch_threads"] >= 1 and isinstance(machine["cpu_features"]["avx512_bf16"], bool)
 
     agent = AlignIQLAgent.from_pretrained(out)
     c = agent.config

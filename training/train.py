@@ -32,6 +32,7 @@ from aligniql import AlignIQLAgent, AlignIQLConfig, hub
 from aligniql.agent import resolve_device
 from aligniql.config import read_config_file
 from aligniql.hub import atomic_write_text
+from aligniql.precision import cpu_features, cpu_name, emulation_warning
 from training import checkpoint
 from training.checkpoint import append_jsonl
 from training.config import (SAVED_FORMAT, TrainConfig, build_parser, from_args, load_saved, saved_dataset_id,
@@ -271,6 +272,7 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
         raise RunDirError(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
                           "another --output-dir to start over")
     device = resolve_device(config.run.device)
+    warn_if_emulated(config.optim.precision, device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
     torch.manual_seed(seed)
@@ -295,6 +297,20 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     return trainer
 
 
+def warn_if_emulated(precision: str, device: torch.device) -> None:
+    if (why := emulation_warning(precision, device)) is not None:
+        logger.warning("%s", why)
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What trained the run: seeds of one benchmark may come from different CPUs of the machine class, whose
+    float kernels (AVX2, AVX512, AMX) round differently and run at different speeds."""
+    info: dict[str, Any] = {"cpu": cpu_name(), "cpu_features": cpu_features(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def write_train_config(out: Path, config: TrainConfig, data: OfflineData, command: str, trained_on: int,
                        held_out: int, device: torch.device, **extra: Any) -> None:
     """``train_config.json``: the resolved config, the dataset facts, versions, commit and device."""
@@ -304,7 +320,7 @@ def write_train_config(out: Path, config: TrainConfig, data: OfflineData, comman
         "episodes": data.num_episodes, "obs_keys": list(data.obs_keys), "reward_transform": data.reward_transform,
         "reward_scale": data.reward_scale, "reward_shift": data.reward_shift,
         "bootstrap": "mask = 1 - terminations; truncated last transitions kept with mask 1"},
-        "versions": package_versions(), "git_sha": git_sha(), "device": str(device),
+        "versions": package_versions(), "git_sha": git_sha(), "device": str(device), "machine": machine(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     atomic_write_text(out / "train_config.json", json.dumps(train_config, indent=2) + "\n")
 
@@ -468,9 +484,12 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
         for member in members.values():
             check_resume(Path(member.run.output_dir), member, data.dataset_id)
     device = resolve_device(group.run.device)
+    warn_if_emulated(group.optim.precision, device)
     if not group.run.resume and checkpoint.has_state(out):
         raise RunDirError(f"{out} already holds a training run; continue it with --resume, or delete it or pick "
                           "another --output-dir to start over")
+    if group.run.threads > 0:  # before the train_config.json files, which record the thread count
+        torch.set_num_threads(group.run.threads)
     if not group.run.resume:  # before training, as a single run: an interrupted group resumes against these
         for seed, member in members.items():
             held_rows = multi_seed.holdout_rows(len(data.transitions), group.data.holdout, seed)[1]
@@ -479,8 +498,6 @@ def train_seeds(config: TrainConfig, seeds: list[int], *, command: str | None = 
             member_out.mkdir(parents=True, exist_ok=True)
             write_train_config(member_out, member, data, command, len(data.transitions) - held_k, held_k, device,
                                group={"dir": str(out), "seeds": seeds})
-    if group.run.threads > 0:
-        torch.set_num_threads(group.run.threads)
     ev = group.eval
     agent_config = build_agent(group, data).config  # the members differ only in their seeds
 
