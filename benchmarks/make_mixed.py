@@ -222,11 +222,6 @@ def build_mix(source: Any, out_id: str, out_root: Path, rollouts: RandomRollouts
               seed: int) -> dict:
     """Write ``out_id`` under ``out_root``: random episodes first (as a replay buffer would hold them), then
     every source episode in order. Returns the ``mix_generation`` record."""
-    import minari
-    from gymnasium import spaces
-    from gymnasium.envs.registration import EnvSpec
-    from minari.data_collector import EpisodeBuffer
-
     src_id = source.spec.dataset_id
     meta = source.storage.metadata
     ref = (float(meta["ref_min_score"]), float(meta["ref_max_score"]))
@@ -256,6 +251,23 @@ def build_mix(source: Any, out_id: str, out_root: Path, rollouts: RandomRollouts
         "ref_min_score": ref[0], "ref_max_score": ref[1],
     }
 
+    description = _description(out_id, src_id, source.spec.env_spec.id, source.spec.env_spec.max_episode_steps,
+                               info)
+    write_dataset(source, out_id, out_root, all_eps, info,
+                  algorithm_name=f"uniform-random + {meta.get('algorithm_name') or src_id}", description=description)
+    return info
+
+
+def write_dataset(source: Any, out_id: str, out_root: Path, episodes: list[Episode], info: dict, *,
+                  algorithm_name: str, description: str) -> None:
+    """Write ``episodes`` as the Minari dataset ``out_id`` under ``out_root`` with ``source``'s env spec, eval env
+    spec, spaces and reference scores, and ``info`` as its ``mix_generation`` record (written last)."""
+    import minari
+    from gymnasium import spaces
+    from gymnasium.envs.registration import EnvSpec
+    from minari.data_collector import EpisodeBuffer
+
+    meta = source.storage.metadata
     env_spec = source.spec.env_spec
     eval_spec = meta.get("eval_env_spec")
     eval_spec = EnvSpec.from_json(eval_spec) if isinstance(eval_spec, str) else (eval_spec or env_spec)
@@ -263,20 +275,18 @@ def build_mix(source: Any, out_id: str, out_root: Path, rollouts: RandomRollouts
     obs_space = spaces.Box(obs_space.low.astype(np.float32), obs_space.high.astype(np.float32), dtype=np.float32)
     buffers = [EpisodeBuffer(id=i, seed=e.seed, observations=e.observations, actions=e.actions, rewards=e.rewards,
                              terminations=e.terminations, truncations=e.truncations, infos={})
-               for i, e in enumerate(all_eps)]
-    description = _description(out_id, src_id, env_spec.id, env_spec.max_episode_steps, info)
+               for i, e in enumerate(episodes)]
     with _datasets_path(out_root), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Minari warns about every optional field it is not given
         dataset = minari.create_dataset_from_buffers(
-            out_id, buffers, env=env_spec, eval_env=eval_spec,
-            algorithm_name=f"uniform-random + {meta.get('algorithm_name') or src_id}",
+            out_id, buffers, env=env_spec, eval_env=eval_spec, algorithm_name=algorithm_name,
             author="aligniql benchmarks (local)", author_email="n/a",
             code_permalink="benchmarks/make_mixed.py (aligniql)", observation_space=obs_space,
-            action_space=source.action_space, ref_min_score=ref[0], ref_max_score=ref[1],
+            action_space=source.action_space, ref_min_score=float(meta["ref_min_score"]),
+            ref_max_score=float(meta["ref_max_score"]),
             num_episodes_average_score=int(meta.get("num_episodes_average_score", 100)),
             description=description, requirements=meta.get("requirements"))
         dataset.storage.update_metadata({MIX_KEY: info})
-    return info
 
 
 def _existing(out_root: Path, out_id: str) -> dict | None:
@@ -288,13 +298,13 @@ def _existing(out_root: Path, out_id: str) -> dict | None:
         return None
 
 
-def _write_results(path: Path, records: dict[str, dict]) -> None:
+def _write_results(path: Path, records: dict[str, dict], generator: str = "benchmarks/make_mixed.py") -> None:
     data: dict[str, Any] = {}
     if path.is_file():
         with contextlib.suppress(ValueError):
             data = json.loads(path.read_text())
     datasets = {**data.get("datasets", {}), **records}
-    data = {"generator": "benchmarks/make_mixed.py",
+    data = {"generator": generator,
             "load_with": "MINARI_DATASETS_PATH=<--out folder> python training/train.py --dataset <id>",
             "normalized": "100 * (return - ref_min_score) / (ref_max_score - ref_min_score), episode means",
             "datasets": dict(sorted(datasets.items()))}
