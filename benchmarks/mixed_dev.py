@@ -65,7 +65,9 @@ EXTRA_RULES = {
 WIDE_RULES = {"IDQL argmax Q N=256": {"extraction": "idql", "num_samples": 256}}
 # IQL's AWR policy over the candidates: p ~ exp(awr_beta Q) = exp(awr_beta A) per state, the locomotion awr_beta 3;
 # softer than argmax Q, whose pick of the largest of 64 noisy Q values favours the critic's errors
-AWR_RULES = {"IDQL softmax Q N=64, T = 1/3": {"extraction": "idql", "selection": "softmax", "temperature": 1 / 3}}
+# and the grid between it and argmax Q (T -> 0), for a choice that holds on the mixed and the narrow dev sets
+AWR_RULES = {f"IDQL softmax Q N=64, T = 1/{k}": {"extraction": "idql", "selection": "softmax", "temperature": 1 / k}
+             for k in (3, 10, 30)}
 # rules that do not depend on the critic point: evaluated on the full run only
 BEHAVIOUR_RULES = {
     "Diffusion BC (N=1)": {"extraction": "aligniql", "selection": "argmax", "num_samples": 1},
