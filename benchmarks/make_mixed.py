@@ -71,6 +71,25 @@ class Episode:
         return len(self.rewards)
 
 
+def rollout(env: Any, policy: Any, reset_seed: int) -> Episode:
+    """One episode of ``policy`` (observation -> action) in ``env`` from ``env.reset(seed=reset_seed)``, to the env's
+    own termination or truncation."""
+    obs, _ = env.reset(seed=reset_seed)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = policy(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if terminated or truncated:
+            break
+    return Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
+                   np.asarray(rewards, np.float64), np.asarray(terms, bool), np.asarray(truncs, bool), reset_seed)
+
+
 class RandomRollouts:
     """Uniform-random episodes of one env, generated on demand and kept, so every mix of that env takes a
     prefix of the same sequence (hopper's medium and medium-expert mixes share their random episodes)."""
@@ -87,22 +106,7 @@ class RandomRollouts:
         self.episodes: list[Episode] = []
 
     def _rollout(self) -> Episode:
-        reset_seed = int(self._reset_seeds.integers(2**31))
-        obs, _ = self.env.reset(seed=reset_seed)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            action = self.env.action_space.sample()
-            obs, reward, terminated, truncated, _ = self.env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
-            if terminated or truncated:
-                break
-        return Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
-                       np.asarray(rewards, np.float64), np.asarray(terms, bool), np.asarray(truncs, bool),
-                       reset_seed)
+        return rollout(self.env, lambda obs: self.env.action_space.sample(), int(self._reset_seeds.integers(2**31)))
 
     def take(self, min_steps: int) -> list[Episode]:
         """The shortest prefix of the sequence with at least ``min_steps`` transitions (whole episodes)."""

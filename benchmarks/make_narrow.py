@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from benchmarks.common import file_sha256  # noqa: E402
 from benchmarks.make_mixed import (  # noqa: E402
     DEFAULT_OUT, Episode, MixError, _existing, _part_stats, _write_results, default_source_root, open_source,
-    write_dataset)
+    rollout, write_dataset)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_AGENT = REPO / "aligniql" / "pretrained" / "hopper-medium-v0"
@@ -83,22 +83,7 @@ def rollouts(env_spec, policy: GaussianPolicy, transitions: int, seed: int) -> l
     episodes, steps = [], 0
     try:
         while steps < transitions:
-            reset_seed = int(rng.integers(2**31))
-            obs, _ = env.reset(seed=reset_seed)
-            observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-            while True:
-                action = policy(obs)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                observations.append(obs)
-                actions.append(action)
-                rewards.append(reward)
-                terms.append(terminated)
-                truncs.append(truncated)
-                if terminated or truncated:
-                    break
-            episodes.append(Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
-                                    np.asarray(rewards, np.float64), np.asarray(terms, bool),
-                                    np.asarray(truncs, bool), reset_seed))
+            episodes.append(rollout(env, policy, int(rng.integers(2**31))))
             steps += len(episodes[-1])
     finally:
         env.close()
