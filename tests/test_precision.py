@@ -54,6 +54,7 @@ def test_explicit_bf16_warns_exactly_where_it_would_be_emulated(monkeypatch, cap
         assert messages == []
     else:
         assert len(messages) == 1 and "emulated" in messages[0] and "'auto'" in messages[0]
+    monkeypatch.setattr(logging.getLogger("training"), "propagate", True)  # the CLI's logging setup turns it off
     caplog.set_level(logging.WARNING, logger="training.train")
     train.warn_if_emulated("bf16", torch.device("cpu"))
     assert ("emulated" in caplog.text) != native
