@@ -23,7 +23,7 @@ from aligniql import AlignIQLAgent  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 from tests.sweep_faults import InterruptDriver, TrialFaults, saves  # noqa: E402
 from tests.training_fixtures import BOX_ID, make_box_dataset  # noqa: E402
-from training.sweep import SweepSpec, run_sweep  # noqa: E402
+from training.sweep import SweepSpec, local_ray_env, run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER_ID = "test/hopper/other-v0"
@@ -43,6 +43,8 @@ def local_ray(tmp_path_factory):
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         make_box_dataset()
         make_box_dataset(OTHER_ID, seed=5)
+        for key, value in local_ray_env().items():  # what run_sweep sets before it starts Ray itself
+            mp.setenv(key, value)
         # address='local': a new Ray here, never a cluster that `ray start` left on this machine
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
@@ -69,6 +71,18 @@ def sweep(local_ray):
 
 def results_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+def test_trials_run_at_the_drivers_priority(local_ray):
+    # Ray's default worker niceness (15) lets any other job on the machine starve the trials
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
+
+
+def test_an_explicit_worker_niceness_is_kept(monkeypatch):
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    assert local_ray_env() == {}
+    monkeypatch.delenv("RAY_worker_niceness")
+    assert local_ray_env() == {"RAY_worker_niceness": "0"}
 
 
 def test_sweep_trains_loadable_agents_and_aggregates_their_scores(sweep):

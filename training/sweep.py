@@ -282,6 +282,17 @@ def driver_data_path() -> str | None:
     return path
 
 
+WORKER_NICENESS = "RAY_worker_niceness"
+
+
+def local_ray_env() -> dict[str, str]:
+    """Environment for a Ray started here (its raylet and workers inherit the driver's): trials at the priority of
+    everything else. Ray starts workers at nice 15 by default, so any other job on the machine takes the cores first;
+    measured on a 2-core EPYC, two 1-CPU trials fell to 2.5 steps/s each beside one 1-thread training at 12.7.
+    An explicit ``RAY_worker_niceness`` is kept. A ``ray start`` node needs it in its own environment."""
+    return {} if WORKER_NICENESS in os.environ else {WORKER_NICENESS: "0"}
+
+
 def worker_data_path(driver_path: str | None) -> None:
     """In a trial: the driver's datasets path where this worker has none or only a relative one; a node whose
     ``ray start`` set an absolute path of its own keeps it (its datasets may live elsewhere)."""
@@ -564,6 +575,7 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path = "sweeps", name: str | No
     for p in params:
         p["minari_datasets_path"] = data_path
     if not ray.is_initialized():  # no address: Ray on this machine only (a cluster needs --address auto)
+        os.environ.update(local_ray_env())
         ray.init(address=address or "local")
     threads = max(1, math.floor(cpus_per_trial))
     for p in params:  # torch threads follow the trial's CPUs unless --set threads=... says otherwise
