@@ -105,11 +105,16 @@ def run_ours(dataset: str, seed: int, args: argparse.Namespace) -> dict:
     return evaluate_run(dataset, seed, out, args)
 
 
+def scoring(args: argparse.Namespace) -> dict:
+    """The final evaluation of every variant: --episodes episodes from EVAL_SEED, at --eval-precision. The sweep's
+    trials run it on their own agents as they finish (training/sweep.py's score_rules), the local engine here."""
+    return {"rules": VARIANTS, "episodes": args.episodes, "seed": EVAL_SEED, "precision": args.eval_precision}
+
+
 def evaluate_run(dataset: str, seed: int, out: Path, args: argparse.Namespace) -> dict:
     """A seed's entry from its finished run directory, whichever engine trained it: the learning curve from
-    metrics.jsonl and every variant scored on the final checkpoint with --episodes episodes at EVAL_SEED."""
-    from aligniql import AlignIQLAgent
-    from aligniql.evaluation import evaluate
+    metrics.jsonl and every variant scored on the final checkpoint (read back when the trial scored them)."""
+    from training.sweep import score_rules
 
     curve = []
     for line in (out / "metrics.jsonl").read_text().splitlines():
@@ -117,26 +122,11 @@ def evaluate_run(dataset: str, seed: int, out: Path, args: argparse.Namespace) -
         ev = {k[5:]: v for k, v in rec.items() if k.startswith("eval/")}
         if ev:
             curve.append({"step": rec["step"], "score": score_of(ev), "mean_return": ev.get("mean_return")})
-    agent = AlignIQLAgent.from_pretrained(out, device=args.device).set_precision(args.eval_precision)
-    finals = {}
-    for name, overrides in VARIANTS.items():
-        overrides = resolve_overrides(overrides, out)
-        res = evaluate(agent, dataset, episodes=args.episodes, num_envs=args.episodes, seed=EVAL_SEED, **overrides)
-        finals[name] = {"score": score_of(res.to_dict()), **res.to_dict()}
-        print(f"  {dataset} seed {seed} {name:20} score {finals[name]['score']:7.2f}", flush=True)
+    finals = score_rules(out, scoring(args), device=args.device, dataset=dataset)
+    for name, final in finals.items():
+        print(f"  {dataset} seed {seed} {name:20} score {final['score']:7.2f}", flush=True)
     return {"curve": curve, "final": finals, "run_dir": str(out), "default_extraction": default_extraction(out),
             **training_revision(out)}
-
-
-def resolve_overrides(overrides: dict, run_dir: Path) -> dict:
-    """A variant's act() overrides with ``"1/awr_beta"`` replaced by the run's own AWR temperature."""
-    if overrides.get("temperature") != "1/awr_beta":
-        return overrides
-    saved = json.loads((Path(run_dir) / "train_config.json").read_text())
-    beta = saved.get("config", {}).get("optim", {}).get("awr_beta")
-    if not beta:
-        raise ValueError(f"{run_dir}/train_config.json records no resolved config.optim.awr_beta")
-    return {**overrides, "temperature": 1.0 / float(beta)}
 
 
 def default_extraction(run_dir: Path) -> str | None:
@@ -147,12 +137,12 @@ def default_extraction(run_dir: Path) -> str | None:
 
 # ---------------------------------------------------------------------- --engine sweep
 def sweep_spec(args: argparse.Namespace):
-    """One trial per (dataset, seed) with this benchmark's settings; the variants are scored here afterwards
-    (with --episodes episodes, not the sweep's final-evaluation episodes), so the sweep does not score them."""
+    """One trial per (dataset, seed) with this benchmark's settings; each trial scores the variants on its final
+    agent (``scoring``) as soon as it is trained, in parallel with the other trials."""
     from training.sweep import SweepSpec
 
     return SweepSpec(datasets=tuple(args.datasets), seeds=tuple(dict.fromkeys(args.seeds)), steps=args.steps,
-                     settings=ours_settings(args))
+                     settings=ours_settings(args), scoring=scoring(args))
 
 
 def sweep_dir_of(spec, args: argparse.Namespace) -> Path:

@@ -153,6 +153,10 @@ def fake_sweep(tmp_path, monkeypatch):
         for t in training.sweep.trials(spec, sweep_dir):
             if not (Path(t["run_dir"]) / "results.json").exists():
                 finish_fake_run(Path(t["run_dir"]), state["sha"](t["dataset"], t["seed"]))
+                if (t["dataset"], t["seed"]) == state.get("scored_by_trial"):  # as run_trial's score_rules leaves it
+                    rules = {name: {"score": 77.0, "normalized_score": 77.0} for name in t["scoring"]["rules"]}
+                    (Path(t["run_dir"]) / training.sweep.SCORES_FILE).write_text(
+                        json.dumps({"scoring": t["scoring"], "rules": rules}))
         return {}
 
     def evaluate(agent, dataset, *, episodes, num_envs, seed, **overrides):
@@ -173,6 +177,7 @@ def test_sweep_engine_trains_the_same_runs_through_run_sweep_and_writes_the_same
     from training.sweep import trials
 
     fake_sweep["sha"] = lambda dataset, seed: "b" * 40 if (dataset, seed) == (HOPPER, 1) else "a" * 40
+    fake_sweep["scored_by_trial"] = (WALKER, 1)
     argv = ["--engine", "sweep", "--datasets", HOPPER, WALKER, "--seeds", "0", "1", "--steps", "40",
             "--eval-every", "20", "--storage", str(tmp_path / "store"), "--cpus-per-trial", "2"]
     quality.main(argv)
@@ -187,7 +192,8 @@ def test_sweep_engine_trains_the_same_runs_through_run_sweep_and_writes_the_same
         assert t["config"] == quality.ours_config(t["dataset"], t["seed"], args, Path(t["run_dir"])).to_dict()
     assert t["config"]["agent"]["multipliers"] and t["config"]["agent"]["gaussian_actor"] == "awr"
     assert {e["episodes"] for e in fake_sweep["evals"]} == {10} and {e["seed"] for e in fake_sweep["evals"]} == \
-        {quality.EVAL_SEED} and len(fake_sweep["evals"]) == 4 * len(quality.VARIANTS)
+        {quality.EVAL_SEED} and len(fake_sweep["evals"]) == 3 * len(quality.VARIANTS)  # one run scored in its trial
+    assert spec.scoring == quality.scoring(args)  # every trial scores the variants as the local engine does
     assert fake_sweep["d3rlpy"] == [(HOPPER, 0), (HOPPER, 1), (WALKER, 0), (WALKER, 1)]
 
     hopper = json.loads((tmp_path / "results" / "quality_bench_hopper_medium-v0.json").read_text())
@@ -201,9 +207,10 @@ def test_sweep_engine_trains_the_same_runs_through_run_sweep_and_writes_the_same
     assert hopper["engine"] == "sweep" and hopper["wall_clock_s"] >= 0 and hopper["sweep_dir"] == str(sweep_dir)
     walker = json.loads((tmp_path / "results" / "quality_bench_walker2d_medium-v0.json").read_text())
     assert walker["commits"] == ["a" * 40] and set(walker["per_seed"]) == {"0", "1"}
+    assert {f["score"] for f in walker["per_seed"]["1"]["ours"]["final"].values()} == {77.0}  # the trial's scores
 
     quality.main(argv)  # every entry there: no sweep, nothing evaluated, the last training's timing kept
-    assert len(fake_sweep["calls"]) == 1 and len(fake_sweep["evals"]) == 4 * len(quality.VARIANTS)
+    assert len(fake_sweep["calls"]) == 1 and len(fake_sweep["evals"]) == 3 * len(quality.VARIANTS)
     again = json.loads((tmp_path / "results" / "quality_bench_hopper_medium-v0.json").read_text())
     assert again["per_seed"] == hopper["per_seed"] and again["wall_clock_s"] == hopper["wall_clock_s"]
 
@@ -259,15 +266,15 @@ def test_the_local_engine_imports_neither_ray_nor_the_sweep():
     assert out.stdout.strip() == "[]"
 
 
-def test_the_awr_variant_takes_the_runs_own_temperature(tmp_path):
-    (tmp_path / "train_config.json").write_text(json.dumps({"config": {"optim": {"awr_beta": 4.0}}}))
+def test_the_awr_variant_takes_the_runs_own_temperature():
+    from training.sweep import resolve_rule
+
     rule = quality.VARIANTS["IQL-AWR softmax (T = 1/awr_beta)"]
-    assert quality.resolve_overrides(rule, tmp_path) == {"extraction": "idql", "selection": "softmax",
-                                                         "temperature": 0.25}
-    assert quality.resolve_overrides({"extraction": "idql"}, tmp_path) == {"extraction": "idql"}
-    (tmp_path / "train_config.json").write_text(json.dumps({"config": {"optim": {"awr_beta": None}}}))
+    saved = {"config": {"optim": {"awr_beta": 4.0}}}
+    assert resolve_rule(rule, saved) == {"extraction": "idql", "selection": "softmax", "temperature": 0.25}
+    assert resolve_rule({"extraction": "idql"}, saved) == {"extraction": "idql"}
     with pytest.raises(ValueError, match="awr_beta"):
-        quality.resolve_overrides(rule, tmp_path)
+        resolve_rule(rule, {"config": {"optim": {"awr_beta": None}}})
 
 
 def test_a_variant_added_later_is_tabled_over_the_seeds_that_have_it():

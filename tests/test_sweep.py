@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OTHER_ID = "test/hopper/other-v0"
 SETTINGS = dict(TINY, batch_size=8, save_every=10, log_every=5, eval_episodes=1, eval_num_envs=1, video=False,
                 device="cpu")
-SPEC = SweepSpec(datasets=(BOX_ID, OTHER_ID), seeds=(0, 1), steps=20, settings=SETTINGS)
+# each trial also scores one named rule on its final agent, in the trial (benchmarks/quality.py's variants)
+SCORING = {"rules": {"argmax Q": {"extraction": "idql", "selection": "argmax"}}, "episodes": 1, "seed": 9}
+SPEC = SweepSpec(datasets=(BOX_ID, OTHER_ID), seeds=(0, 1), steps=20, settings=SETTINGS, scoring=SCORING)
 FAIL_KEY = "hopper-other-v0-seed1"
 
 
@@ -95,6 +97,8 @@ def test_sweep_trains_loadable_agents_and_aggregates_their_scores(sweep):
         assert {"config.json", "model.safetensors", "README.md", "train_config.json", "results.json"} <= \
             {p.name for p in (runs / key).iterdir()}
         assert results_of(runs / key)["step"] == 20
+        scores = json.loads((runs / key / "scores.json").read_text())  # scored in the trial, after training
+        assert scores["scoring"] == SCORING and scores["rules"]["argmax Q"]["seed"] == 9
     table = {row["dataset"]: row for row in sweep["summary"]["table"]}
     assert set(table) == {BOX_ID, OTHER_ID}
     for dataset, name in ((BOX_ID, "tiny"), (OTHER_ID, "other")):

@@ -192,3 +192,38 @@ def test_a_relative_datasets_path_reaches_the_trials_absolute(tmp_path, monkeypa
     assert os.environ["MINARI_DATASETS_PATH"] == "/node/own/datasets"
     monkeypatch.delenv("MINARI_DATASETS_PATH")
     assert driver_data_path() is None
+
+
+def test_trials_score_named_rules_on_their_final_agent_once(box_dataset, tmp_path, monkeypatch):
+    from training.train import train
+
+    calls = install_fake_evaluation(monkeypatch)
+    scoring = {"rules": {"greedy": {"extraction": "idql", "selection": "argmax"},
+                         "awr": {"extraction": "idql", "selection": "softmax", "temperature": sw.AWR_TEMPERATURE}},
+               "episodes": 3, "seed": 123}
+    spec = sw.SweepSpec(datasets=(BOX_ID,), seeds=(0,), steps=3, scoring=scoring,
+                        settings=dict(TINY, batch_size=8, eval_episodes=0, video=False, device="cpu"))
+    assert spec.default_name() != sw.SweepSpec(datasets=(BOX_ID,), seeds=(0,), steps=3,
+                                               settings=spec.settings).default_name()
+    t, = sw.trials(spec, tmp_path / "sweep")
+    assert t["scoring"] == scoring
+    run_dir = Path(t["run_dir"])
+    train(sw.TrainConfig.from_dict(t["config"]))
+    rules = sw.score_rules(run_dir, t["scoring"])
+    assert set(rules) == {"greedy", "awr"} and all(r["score"] == 42.0 and r["episodes"] == 3 for r in rules.values())
+    assert [(c["episodes"], c["num_envs"], c["seed"]) for c in calls] == [(3, 3, 123)] * 2
+    assert sw.score_rules(run_dir, t["scoring"]) == rules and len(calls) == 2  # read back, not evaluated again
+    sw.score_rules(run_dir, {**scoring, "episodes": 2})  # other episodes: the file is replaced
+    assert len(calls) == 4 and json.loads((run_dir / sw.SCORES_FILE).read_text())["scoring"]["episodes"] == 2
+
+
+@pytest.mark.parametrize("scoring, message", [
+    ({"rules": {}, "episodes": 1, "seed": 0}, "non-empty 'rules'"),
+    ({"rules": {"x": {"extraction": "idql", "temprature": 1.0}}, "episodes": 1, "seed": 0}, "keys from"),
+    ({"rules": {"x": {"temperature": 0.0}}, "episodes": 1, "seed": 0}, "temperature must be > 0"),
+    ({"rules": {"x": {}}, "episodes": 0, "seed": 0}, "'episodes' >= 1"),
+    ({"rules": {"x": {}}, "episodes": 1, "seed": 0, "precision": "fp16"}, "precision"),
+])
+def test_bad_scoring_is_refused_before_anything_trains(scoring, message):
+    with pytest.raises(ValueError, match=message):
+        sw.SweepSpec(datasets=(BOX_ID,), seeds=(0,), steps=3, scoring=scoring)

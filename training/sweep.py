@@ -64,6 +64,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
     "Diffusion BC (N=1)": ({"extraction": "aligniql", "selection": "argmax", "num_samples": 1}, None),
 }
 VARIANTS_FILE = "variants.json"
+# scoring: named act-time rules a trial scores on its final agent after training (benchmarks/quality.py's rows)
+SCORES_FILE = "scores.json"
+RULE_KEYS = frozenset({"extraction", "selection", "temperature", "num_samples", "eta"})
+AWR_TEMPERATURE = "1/awr_beta"  # a rule's temperature: IQL's own AWR policy, T = 1 / the run's awr_beta
 
 
 # ---------------------------------------------------------------------- the sweep's definition
@@ -141,6 +145,10 @@ class SweepSpec:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     variants: bool = False
     """Also score :data:`VARIANTS` on every final agent (on the final evaluation's episodes)."""
+    scoring: dict[str, Any] | None = None
+    """Named act-time rules every trial scores on its final agent once trained, on its own node (so the
+    evaluations run in parallel, as the trainings do): ``{"rules": {name: act() overrides}, "episodes": n,
+    "seed": s}`` and optionally ``"precision"``; see :func:`score_rules`."""
 
     def __post_init__(self) -> None:
         if not self.datasets or len(set(self.datasets)) != len(self.datasets):
@@ -154,6 +162,8 @@ class SweepSpec:
                 raise ValueError(f"{name} cannot be swept or set here (unknown, or set by the sweep)")
         if both := sorted(set(self.grid) & set(self.settings)):
             raise ValueError(f"{both} are both in --grid and --set")
+        if self.scoring is not None:
+            check_scoring(self.scoring)
         for point in self.points():  # every trial's config is valid before anything starts
             self.config(self.datasets[0], self.seeds[0], point)
 
@@ -172,7 +182,9 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {"datasets": list(self.datasets), "seeds": list(self.seeds), "steps": self.steps, "grid": self.grid,
              "settings": self.settings}
-        return {**d, "variants": True} if self.variants else d  # sweeps from before the flag keep their hash
+        # sweeps from before a field keep their hash
+        return {**d, **({"variants": True} if self.variants else {}),
+                **({"scoring": self.scoring} if self.scoring is not None else {})}
 
     def default_name(self) -> str:
         """``sweep-<hash of the spec>``: the same command finds (and resumes) the same sweep."""
@@ -203,7 +215,7 @@ def trials(spec: SweepSpec, sweep_dir: Path) -> list[dict[str, Any]]:
                 run_dir = sweep_dir / "runs" / key
                 out.append({"key": key, "dataset": dataset, "seed": seed, "point": point, "run_dir": str(run_dir),
                             "config": spec.config(dataset, seed, point, str(run_dir)).to_dict(),
-                            "variants": spec.variants})
+                            "variants": spec.variants, "scoring": spec.scoring})
     if len({t["key"] for t in out}) != len(out):
         raise ValueError("two trials would share a run directory (datasets that differ only in their namespace?)")
     return out
@@ -246,6 +258,66 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
         return {}
     losses = [json.loads(x) for x in lines if "loss/bc" in x]
     return {k: v for k, v in losses[-1].items() if isinstance(v, (int, float))} if losses else {}
+
+
+def check_scoring(scoring: dict[str, Any]) -> None:
+    """Raise ValueError unless ``scoring`` is a usable :attr:`SweepSpec.scoring`."""
+    rules = scoring.get("rules") if isinstance(scoring, dict) else None
+    if not isinstance(rules, dict) or not rules:
+        raise ValueError(f"scoring needs a non-empty 'rules' dict of name -> act() overrides, got {scoring!r}")
+    for name, overrides in rules.items():
+        if not isinstance(overrides, dict) or not set(overrides) <= RULE_KEYS:
+            raise ValueError(f"scoring rule {name!r}: overrides must be a dict with keys from {sorted(RULE_KEYS)}, "
+                             f"got {overrides!r}")
+        t = overrides.get("temperature", 1.0)
+        if not (t == AWR_TEMPERATURE or (isinstance(t, (int, float)) and t > 0)):
+            raise ValueError(f"scoring rule {name!r}: temperature must be > 0 or {AWR_TEMPERATURE!r}, got {t!r}")
+    episodes, seed = scoring.get("episodes"), scoring.get("seed")
+    if not (isinstance(episodes, int) and episodes >= 1 and isinstance(seed, int) and seed >= 0):
+        raise ValueError(f"scoring needs 'episodes' >= 1 and a 'seed' >= 0, got {episodes!r} and {seed!r}")
+    if scoring.get("precision", "fp32") not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"scoring precision must be fp32, bf16 or auto, got {scoring['precision']!r}")
+
+
+def resolve_rule(overrides: dict[str, Any], train_config: dict[str, Any]) -> dict[str, Any]:
+    """A rule's act() overrides with a temperature of ``"1/awr_beta"`` replaced by 1 / the run's resolved
+    ``optim.awr_beta`` (from its ``train_config.json``)."""
+    if overrides.get("temperature") != AWR_TEMPERATURE:
+        return overrides
+    beta = train_config.get("config", {}).get("optim", {}).get("awr_beta")
+    if not beta:
+        raise ValueError("train_config.json records no resolved config.optim.awr_beta")
+    return {**overrides, "temperature": 1.0 / float(beta)}
+
+
+def score_rules(run_dir: Path, scoring: dict[str, Any], device: str = "cpu", *, dataset: str | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Each rule of ``scoring`` evaluated on the finished run's agent (``scoring["episodes"]`` episodes, one env
+    each, from ``scoring["seed"]``, in ``dataset``'s eval env, by default the run's own): name -> {"score",
+    **EvalResult.to_dict()}, kept in ``scores.json``. A file
+    written for the same scoring is read back instead (a trial that scored its agent, or a retried one); one for
+    other rules or episodes is replaced."""
+    from aligniql import AlignIQLAgent
+    from aligniql.evaluation import evaluate
+    from aligniql.hub import atomic_write_text
+
+    check_scoring(scoring)
+    path = Path(run_dir) / SCORES_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("scoring") == json.loads(json.dumps(scoring)):
+            return saved["rules"]
+    train_config = json.loads((Path(run_dir) / "train_config.json").read_text())
+    agent = AlignIQLAgent.from_pretrained(run_dir, device=device).set_precision(scoring.get("precision", "fp32"))
+    n, rules = scoring["episodes"], {}
+    for name, overrides in scoring["rules"].items():
+        res = evaluate(agent, dataset or train_config["dataset"]["id"], episodes=n, num_envs=n, seed=scoring["seed"],
+                       **resolve_rule(overrides, train_config)).to_dict()
+        rules[name] = {"score": score_of(res), **res}
+        if log is not None:
+            log(f"{name:32} score {rules[name]['score']:7.2f}")
+    atomic_write_text(path, json.dumps({"scoring": scoring, "rules": rules}, indent=2) + "\n")
+    return rules
 
 
 def evaluate_variants(run_dir: Path, device: str = "cpu") -> dict[str, float | None] | None:
@@ -341,6 +413,9 @@ def run_trial(config: dict[str, Any], on_save: Callable[[dict[str, Any], int, Pa
     out = train(train_config.replace(resume=resume), command=f"{SCRIPT} (trial {params['key']})", on_save=report)
     if params.get("variants"):
         evaluate_variants(out, train_config.run.device)
+    if params.get("scoring"):
+        score_rules(out, params["scoring"], train_config.run.device,
+                    log=lambda line: logger.info("%s: %s", params["key"], line))
     result = json.loads((out / "results.json").read_text())
     score = score_of(result)
     tune.report({"step": result["step"], "done": True, "node_id": node,
