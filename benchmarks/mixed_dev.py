@@ -51,10 +51,25 @@ POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.
 FULL_POINTS = ("tau0.7", "tau0.7_awd")
 # act-time rules evaluated on every point: name -> act() overrides
 RULES = {
-    "AlignIQL argmax N=64 (default)": {"extraction": "aligniql", "selection": "argmax"},
+    "AlignIQL argmax N=64 (paper default)": {"extraction": "aligniql", "selection": "argmax"},
     "IDQL argmax Q N=64": {"extraction": "idql", "selection": "argmax"},
     "AlignIQL-hard sampled N=64": {"extraction": "aligniql_hard", "selection": "softmax"},
 }
+# names results were saved under before the package's default moved to argmax Q: read as their current names
+RENAMED_RULES = {"AlignIQL argmax N=64 (default)": "AlignIQL argmax N=64 (paper default)"}
+
+
+def load_seed(path: Path) -> dict:
+    """One seed's saved state, with rules saved under an old name (:data:`RENAMED_RULES`) under the current one."""
+    state = json.loads(path.read_text())
+    for record in state.get("points", {}).values():
+        scores = record.get("scores", {})
+        for old, new in RENAMED_RULES.items():
+            if old in scores:
+                scores.setdefault(new, scores.pop(old))
+    return state
+
+
 # rules evaluated on the tau0.9 point only (the a-priori candidate for a new default) and the full run
 EXTRA_RULES = {
     "AlignIQL argmax N=16": {"extraction": "aligniql", "selection": "argmax", "num_samples": 16},
@@ -172,7 +187,7 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
     from aligniql.hub import atomic_write_text
 
     path = Path(args.out) / f"{slug(dataset)}_seed{seed}.json"
-    state = json.loads(path.read_text()) if path.exists() else {
+    state = load_seed(path) if path.exists() else {
         "dataset": dataset, "seed": seed, "steps": args.steps, "batch_size": args.batch_size,
         "episodes": args.episodes, "eval_seed": DEV_EVAL_SEED, "points": {}, "machine": machine()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +208,7 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
 
 def report(dataset: str, out: Path = OUT) -> dict:
     """Mean ± sample std over the seeds found, per (point, rule); writes mixed_dev/<dataset>.json and .md."""
-    seeds = [json.loads(p.read_text()) for p in sorted(out.glob(f"{slug(dataset)}_seed*.json"))]
+    seeds = [load_seed(p) for p in sorted(out.glob(f"{slug(dataset)}_seed*.json"))]
     table: dict[str, dict[str, dict]] = {}
     val: dict[str, dict[str, float]] = {}
     for point in POINTS:

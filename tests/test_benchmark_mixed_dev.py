@@ -7,15 +7,17 @@ from benchmarks import mixed_dev
 
 
 def test_report_averages_each_point_and_rule_over_the_seeds(tmp_path):
-    rule = "AlignIQL argmax N=64 (default)"
-    for seed, score in ((0, 10.0), (1, 30.0)):
+    rule = "AlignIQL argmax N=64 (paper default)"
+    # seed 0 was saved under the rule's old name, from before the package's default moved to argmax Q
+    for seed, name, score in ((0, "AlignIQL argmax N=64 (default)", 10.0), (1, rule, 30.0)):
         (tmp_path / f"mixed_hopper_medium-random-v0_seed{seed}.json").write_text(json.dumps({"seed": seed, "points": {
-            "tau0.9": {"scores": {rule: {"score": score}}, "validation": {"val/q": seed + 1.0}}}}))
+            "tau0.9": {"scores": {name: {"score": score}}, "validation": {"val/q": seed + 1.0}}}}))
     summary = mixed_dev.report("mixed/hopper/medium-random-v0", tmp_path)
     row = summary["table"]["tau0.9"][rule]
     assert (row["mean"], row["seeds"]) == (20.0, 2) and abs(row["std"] - 14.142) < 1e-3
     assert summary["validation"]["tau0.9"]["val/q"] == 1.5 and summary["seeds"] == [0, 1]
-    assert "| tau0.9 | AlignIQL argmax N=64 (default) | 20.0 ± 14.1 | 2 |" in (
+    assert "AlignIQL argmax N=64 (default)" not in summary["table"]["tau0.9"]
+    assert "| tau0.9 | AlignIQL argmax N=64 (paper default) | 20.0 ± 14.1 | 2 |" in (
         tmp_path / "mixed_hopper_medium-random-v0.md").read_text()
 
 
