@@ -71,6 +71,9 @@ OUR_CHOICES: dict[str, dict[str, Any]] = {
     # IQL's own policy over the candidates (idql, softmax at T = 1/awr_beta = 1/3) won both dev sets (walker2d 81.8
     # against 40.9, hopper 41.7 against 30.2) and hopper/medium-expert (36.9 against 14.5), but lost hopper/medium
     # (72.7 against 81.1, argmax Q's spread 0.3) on the report (seed 0, report episodes): not adopted.
+    # Its sharper T = 1/10, picked by a pre-registered selection on the mixed and narrow hopper dev sets (81.1 against
+    # argmax Q's 27.1), lost hopper/medium again on seed 1's report (73.3 against 80.9, two standard errors 0.45;
+    # walker2d 73.0 against 74.9, hopper/medium-expert 24.2 against 19.6): not adopted either.
     "locomotion": {"extraction": "idql"},
 }
 """Where this package's defaults depart from the paper's, per domain, and only where a measured protocol says so
