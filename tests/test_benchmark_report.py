@@ -149,3 +149,40 @@ def test_readme_tables_match_the_committed_results():
     generated = text.split(report.BEGIN)[1].split(report.END)[0].strip()
     assert generated == report.render(report.LEVEL).strip()
     assert report.README.parent.name == "benchmarks"  # the lab notes live there, not in the top-level README
+
+
+def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    rules = {"AlignIQL": {"mean": 70.0, "std": 2.0, "seeds": 3},
+             "IDQL (argmax Q)": {"mean": 80.0, "std": 1.0, "seeds": 3},
+             "d3rlpy IQL": {"mean": 82.0, "std": 0.5, "seeds": 3}}
+    _quality(tmp_path, "h", "bench/hopper/medium-v0", "normalized score", rules)
+    _quality(tmp_path, "p", "bench/pointmaze/medium-v0", "success rate (%)", {"AlignIQL": {"mean": 90.0, "std": 0.0,
+                                                                                              "seeds": 1}})
+    _quality(tmp_path, "h_noln", "bench/hopper/medium-v0", "normalized score", rules)  # a tagged variant: left out
+    (tmp_path / "quality_h_noln.json").write_text(json.dumps({**json.loads(
+        (tmp_path / "quality_h_noln.json").read_text()), "tag": "noln"}))
+    (tmp_path / "mixed_dev").mkdir()
+    (tmp_path / "mixed_dev" / "mixed_hopper_x_seed0.json").write_text("{}")  # a seed's raw state: not a summary
+    (tmp_path / "mixed_dev" / "mixed_hopper_x.json").write_text(json.dumps({"dataset": "mixed/hopper/x", "table": {
+        "tau0.7": {"IDQL argmax Q N=64": {"mean": 30.0, "std": 20.0, "seeds": 2}},
+        "tau0.9": {"IDQL argmax Q N=64": {"mean": 5.0, "std": 0.0, "seeds": 2}},
+        "d3rlpy IQL": {"d3rlpy IQL (tau 0.7, AWR actor)": {"mean": 84.0, "std": 2.0, "seeds": 2}}}}))
+    lines = report.headline()
+    # locomotion acts by argmax Q, the mazes by AlignIQL's rule (training/presets.py), the bold cell says which
+    assert "| hopper/medium-v0 | 3 | 70.0 ± 2.0 | **80.0 ± 1.0** | 82.0 ± 0.5 |" in lines
+    assert "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – |" in lines
+    assert "| mixed/hopper/x (dev set) | 2 | – | **30.0 ± 20.0** | 84.0 ± 2.0 |" in lines
+    assert sum("hopper/medium-v0" in line for line in lines) == 1
+    assert lines.index("| hopper/medium-v0 | 3 | 70.0 ± 2.0 | **80.0 ± 1.0** | 82.0 ± 0.5 |") < lines.index(
+        "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – |")
+
+
+def test_write_readme_replaces_only_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.TOP_BEGIN}\nold\n{report.TOP_END}\nafter\n")
+    report.write_readme(readme, "new table", report.TOP_BEGIN, report.TOP_END)
+    assert readme.read_text() == f"intro\n{report.TOP_BEGIN}\n\nnew table\n\n{report.TOP_END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="needs exactly one"):
+        report.write_readme(readme, "x", report.TOP_BEGIN, report.TOP_END)
