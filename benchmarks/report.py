@@ -244,17 +244,15 @@ def headline() -> list[str]:
         seeds = max((r["seeds"] for r in table.values()), default=0)
         d3 = next(iter(d["table"].get("d3rlpy IQL", {}).values()), None)
         out.append(f"| {d['dataset']} (dev set) | {seeds} | " + " | ".join(cells) + f" | {_cell(d3)} |")
-    out += ["", "Bold: the rule the dataset's agents use by default (`training/presets.py`); mean ± sample std over "
-                "seeds, 10 episodes each."]
+    note = "Bold: the rule the dataset's agents use by default (`training/presets.py`); mean ± sample std over seeds."
     s = load("speed_cpu.json")
-    if s is not None:
-        rate = {r["kind"]: r["steps_per_s"] for r in s["rows"] if r["batch_size"] == 256}
-        if "full" in rate and "d3rlpy" in rate:
-            bf16 = f" (bf16 denoiser {rate['full-bf16']:.1f}/s)" if "full-bf16" in rate else ""
-            out += ["", f"Training step at batch 256 on {s['machine']['cpu']} ({s['machine']['cores']} cores, "
-                        f"{s['machine']['date']}): {rate['full']:.1f}/s fp32{bf16}; d3rlpy's IQL, which trains no "
-                        f"diffusion policy, {rate['d3rlpy']:.1f}/s."]
-    return out
+    rate = {r["kind"]: r["steps_per_s"] for r in s["rows"] if r["batch_size"] == 256} if s else {}
+    if "full" in rate and "d3rlpy" in rate:
+        bf16 = f" (bf16 denoiser {rate['full-bf16']:.1f}/s)" if "full-bf16" in rate else ""
+        note += (f" Training step at batch 256 on {s['machine']['cpu']} ({s['machine']['cores']} cores, "
+                 f"{s['machine']['date']}): {rate['full']:.1f}/s fp32{bf16}; d3rlpy's IQL, which trains no "
+                 f"diffusion policy, {rate['d3rlpy']:.1f}/s.")
+    return [*out, "", note]
 
 
 def render(level: str = "###") -> str:
