@@ -149,6 +149,8 @@ def test_readme_tables_match_the_committed_results():
     generated = text.split(report.BEGIN)[1].split(report.END)[0].strip()
     assert generated == report.render(report.LEVEL).strip()
     assert report.README.parent.name == "benchmarks"  # the lab notes live there, not in the top-level README
+    summary = report.TOP_README.read_text().split(report.TOP_BEGIN)[1].split(report.TOP_END)[0].strip()
+    assert summary == "\n".join(report.headline()).strip()  # and README.md's summary is made from the same files
 
 
 def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(tmp_path, monkeypatch):
