@@ -188,3 +188,12 @@ def test_write_readme_replaces_only_between_its_markers(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="needs exactly one"):
         report.write_readme(readme, "x", report.TOP_BEGIN, report.TOP_END)
+
+
+def test_readme_summary_bolds_no_column_for_a_default_it_has_no_column_for(monkeypatch):
+    import dataclasses
+
+    softmax = dataclasses.replace(report.PRESETS["locomotion"], extraction="idql", selection="softmax")
+    monkeypatch.setitem(report.PRESETS, "locomotion", softmax)
+    assert report.default_column("locomotion") is None  # argmax Q's column is not a softmax over Q
+    assert report.default_column("pointmaze") == "AlignIQL rule"
