@@ -255,6 +255,7 @@ def plot(summary: dict, path: Path) -> None:
     rules = list(dict.fromkeys(name for rows in summary["table"].values() for name in rows))
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(1, len(rules))
+    colors = plt.get_cmap("tab20" if len(rules) > 10 else "tab10")  # tab10 repeats its colours after 10 rules
     for i, name in enumerate(rules):
         xs, means, stds = [], [], []
         for j, rows in enumerate(summary["table"].values()):
@@ -262,10 +263,10 @@ def plot(summary: dict, path: Path) -> None:
                 xs.append(j + i * width)
                 means.append(rows[name]["mean"])
                 stds.append(rows[name]["std"])
-        ax.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+        ax.bar(xs, means, width, yerr=stds, label=name, capsize=2, color=colors(i % colors.N))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(summary["table"]))], list(summary["table"]))
     ax.set_ylabel("normalized score (dev seeds)")
-    ax.set_title(f"{summary['dataset']}: seeds {summary['seeds']}")
+    ax.set_title(f"{summary['dataset']}: seeds {summary['seeds']} (some points have fewer: see the .md)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
