@@ -91,7 +91,8 @@ class AlignIQLAgent(nn.Module):
         self.value = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm)
         self.alpha_net = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm) if c.use_multipliers else None
         self.beta_net = StateNet(c.obs_dim, c.hidden_dim, c.value_layer_norm) if c.use_multipliers else None
-        self.actor = GaussianActor(c.obs_dim, c.act_dim, c.hidden_dim) if c.use_gaussian_actor else None
+        self.actor = (GaussianActor(c.obs_dim, c.act_dim, c.hidden_dim, c.actor_log_std) if c.use_gaussian_actor
+                      else None)
         low, high = c.bounds()
         # NaN until set_normalization or a checkpoint fills them: acting on made-up statistics would be wrong
         # in silence, so it fails instead (check_statistics)

@@ -93,6 +93,10 @@ class AlignIQLConfig:
     """Whether the AlignIQL-hard multiplier nets alpha(s), beta(s) were trained and are stored."""
     use_gaussian_actor: bool = False
     """Whether a Gaussian weighted-regression actor is stored."""
+    actor_log_std: Literal["clamp", "sigmoid"] = "clamp"
+    """The Gaussian actor's state-independent log-std: ``clamp`` (a parameter clipped to [-5, 2], the IQL
+    authors' code) or ``sigmoid`` (-5 + 7 sigmoid(p), d3rlpy's IQL: starts at -1.5 and keeps a gradient at the
+    bounds). Only the training loss reads it: acting uses the mean."""
 
     # -- provenance: what Q and V were trained on (their scale depends on it)
     discount: float = 0.99
@@ -164,6 +168,8 @@ class AlignIQLConfig:
         need(self.extraction != "aligniql_hard" or self.use_multipliers,
              "extraction='aligniql_hard' needs use_multipliers=True")
         need(self.extraction != "idql_expectile" or self.selection == "softmax", EXPECTILE_ARGMAX)
+        need(self.actor_log_std in ("clamp", "sigmoid"),
+             f"actor_log_std must be 'clamp' or 'sigmoid', got {self.actor_log_std!r}")
         need(self.extraction != "gaussian" or self.use_gaussian_actor,
              "extraction='gaussian' needs use_gaussian_actor=True")
         need(self.eval_env is None or (isinstance(self.eval_env, dict) and isinstance(self.eval_env.get("id"), str)),

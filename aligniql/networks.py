@@ -133,13 +133,27 @@ class Denoiser(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """IQL's policy: tanh mean from an MLP, state-independent log-std clipped to [-5, 2] (docs/algorithm.md §3)."""
+    """IQL's policy: tanh mean from an MLP, state-independent log-std in [-5, 2] (docs/algorithm.md §3).
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int) -> None:
+    ``log_std="clamp"`` clips a parameter (the IQL authors' code); ``"sigmoid"`` maps it through -5 + 7 sigmoid(p),
+    as d3rlpy's IQL does, which starts at -1.5 rather than 0 and never loses its gradient at a bound.
+    """
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, log_std: str = "clamp") -> None:
         super().__init__()
+        if log_std not in ("clamp", "sigmoid"):
+            raise ValueError(f"log_std must be 'clamp' or 'sigmoid', got {log_std!r}")
         self.net = mlp(obs_dim, hidden_dim, act_dim)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_mode = log_std
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tanh(self.net(obs))
-        return mean, self.log_std.clamp(-5.0, 2.0).expand_as(mean)
+        lo, hi = self.LOG_STD_MIN, self.LOG_STD_MAX
+        if self.log_std_mode == "sigmoid":
+            log_std = lo + (hi - lo) * torch.sigmoid(self.log_std)
+        else:
+            log_std = self.log_std.clamp(lo, hi)
+        return mean, log_std.expand_as(mean)

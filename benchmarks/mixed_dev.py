@@ -42,6 +42,11 @@ OUT = RESULTS / "mixed_dev"
 POINTS = {"tau0.7": {}, "tau0.8": {"expectile": 0.8}, "tau0.9": {"expectile": 0.9},
           "tau0.95": {"expectile": 0.95}, "tau0.9_cu3": {"expectile": 0.9, "critic_updates": 3},
           "tau0.7_noln": {"value_layer_norm": False, "gaussian_actor": "awr"},
+          # and d3rlpy's actor-side choices on top of it: nn.Linear's default init of every MLP (ours: Xavier,
+          # zero bias), then also its sigmoid-mapped log-std that starts at -1.5 (ours: clipped, starts at 0)
+          "tau0.7_noln_torchinit": {"value_layer_norm": False, "gaussian_actor": "awr", "init": "torch"},
+          "tau0.7_d3actor": {"value_layer_norm": False, "gaussian_actor": "awr", "init": "torch",
+                             "actor_log_std": "sigmoid"},
           # the expectile again, without V's LayerNorm (not run)
           "tau0.8_noln": {"expectile": 0.8, "value_layer_norm": False},
           "tau0.9_noln": {"expectile": 0.9, "value_layer_norm": False},
@@ -97,6 +102,8 @@ POINT_RULES = {
                    if k in ("Diffusion BC (N=1)", "IDQL expectile softmax N=64")} | AWR_RULES,
     "tau0.7_noln": {k: v for k, v in (BEHAVIOUR_RULES | EXTRA_RULES).items()
                     if k in ("Gaussian (AWR, tau 0.7)", "IDQL expectile softmax N=64")} | WIDE_RULES,
+    "tau0.7_noln_torchinit": {"Gaussian (AWR, tau 0.7)": BEHAVIOUR_RULES["Gaussian (AWR, tau 0.7)"]},
+    "tau0.7_d3actor": {"Gaussian (AWR, tau 0.7)": BEHAVIOUR_RULES["Gaussian (AWR, tau 0.7)"]},
 }
 
 
@@ -115,6 +122,11 @@ def full_config(dataset: str, seed: int, args: argparse.Namespace):
                               output_dir=str(Path(args.runs) / slug(dataset) / "tau0.7" / f"seed{seed}"))
 
 
+def behavior_seed(seed: int, args: argparse.Namespace) -> int:
+    """The seed whose full run's behaviour model a critic-only point of ``seed`` reuses (``--behavior-seed``)."""
+    return seed if args.behavior_seed is None else args.behavior_seed
+
+
 def train_point(dataset: str, seed: int, point: str, args: argparse.Namespace) -> Path:
     from training.train import train
 
@@ -123,7 +135,8 @@ def train_point(dataset: str, seed: int, point: str, args: argparse.Namespace) -
     if point in FULL_POINTS:
         config = full.replace(output_dir=str(out), **POINTS[point])
     else:
-        config = full.replace(**{"gaussian_actor": None, "eval_episodes": 0, "behavior_from": full.run.output_dir,
+        behavior = full_config(dataset, behavior_seed(seed, args), args).run.output_dir
+        config = full.replace(**{"gaussian_actor": None, "eval_episodes": 0, "behavior_from": behavior,
                                  "output_dir": str(out), **POINTS[point]})
     if not (out / "results.json").exists():
         t0 = time.perf_counter()
@@ -200,6 +213,8 @@ def run_seed(dataset: str, seed: int, args: argparse.Namespace) -> None:
         record = state["points"].setdefault(point, {"scores": {}})
         record["validation"] = last_validation(run_dir)
         record["git_sha"] = json.loads((run_dir / "train_config.json").read_text()).get("git_sha")
+        if point not in FULL_POINTS and behavior_seed(seed, args) != seed:
+            record["behavior_seed"] = behavior_seed(seed, args)
         rules = RULES | POINT_RULES.get(point, {})
         if args.rules:  # a subset now; the rest can be scored later by the same command (the state is kept)
             rules = {k: v for k, v in rules.items() if k in args.rules}
@@ -228,7 +243,6 @@ def report(dataset: str, out: Path = OUT) -> dict:
                                                                                 for r in d3])}
     summary = {"dataset": dataset, "seeds": [s["seed"] for s in seeds], "table": table, "validation": val,
                "eval_seed": DEV_EVAL_SEED, "d3rlpy_seeds": [r["seed"] for r in d3]}
-    (out / f"{slug(dataset)}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# {dataset}: seeds {summary['seeds']}, dev evaluation seeds {DEV_EVAL_SEED}+", "",
              "| critic point | rule | score (mean ± std) | seeds | val/value | val/q |", "|---|---|---|---|---|---|"]
     for point, rows in table.items():
@@ -236,6 +250,13 @@ def report(dataset: str, out: Path = OUT) -> dict:
             v = val.get(point, {})
             lines.append(f"| {point} | {name} | {row['mean']:.1f} ± {row['std']:.1f} | {row['seeds']} | "
                          f"{v.get('val/value', float('nan')):.4f} | {v.get('val/q', float('nan')):.4f} |")
+    borrowed = {f"{point} seed {s['seed']}": s["points"][point]["behavior_seed"] for s in seeds
+                for point in s["points"] if "behavior_seed" in s["points"][point]}
+    if borrowed:
+        summary["behavior_seed"] = borrowed
+        lines += ["", "Critic-only runs that reuse another seed's behaviour model (only the diffusion rules read it): "
+                  + ", ".join(f"{k} from seed {v}" for k, v in borrowed.items())]
+    (out / f"{slug(dataset)}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / f"{slug(dataset)}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(summary, out / f"{slug(dataset)}.png")
@@ -281,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     p.add_argument("--rules", nargs="+", choices=list(RULES | EXTRA_RULES | WIDE_RULES | AWR_RULES | BEHAVIOUR_RULES),
                    help="score only these act-time rules (default: every rule of each point)")
+    p.add_argument("--behavior-seed", type=int, default=None,
+                   help="critic-only points reuse this seed's full run's behaviour model (default: their own "
+                        "seed's); the Gaussian actor never reads it, the diffusion rules do")
     p.add_argument("--steps", type=int, default=30_000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--episodes", type=int, default=10)

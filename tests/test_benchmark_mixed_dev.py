@@ -26,7 +26,7 @@ def test_critic_points_reuse_the_full_runs_behaviour_model(tmp_path, monkeypatch
 
     seen = []
     monkeypatch.setattr(training.train, "train", lambda config: seen.append(config))
-    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path))
+    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path), behavior_seed=None)
     mixed_dev.train_point("mixed/hopper/medium-random-v0", 2, "tau0.9_cu3", args)
     mixed_dev.train_point("mixed/hopper/medium-random-v0", 2, "tau0.7", args)
     point, full = seen
@@ -36,12 +36,26 @@ def test_critic_points_reuse_the_full_runs_behaviour_model(tmp_path, monkeypatch
     assert point.eval.eval_episodes == 0 and full.optim.expectile == 0.7
 
 
+def test_a_critic_point_can_borrow_another_seeds_behaviour_model_and_carries_d3rlpys_actor_choices(
+        tmp_path, monkeypatch):
+    import training.train
+
+    seen = []
+    monkeypatch.setattr(training.train, "train", lambda config: seen.append(config))
+    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path), behavior_seed=2)
+    mixed_dev.train_point("mixed/hopper/medium-random-v0", 0, "tau0.7_d3actor", args)
+    (point,) = seen
+    assert point.run.seed == 0 and point.optim.behavior_from.endswith("tau0.7/seed2")
+    assert (point.optim.init, point.agent.actor_log_std, point.agent.value_layer_norm) == ("torch", "sigmoid", False)
+    assert point.agent.gaussian_actor == "awr"
+
+
 def test_the_weighted_behaviour_point_is_the_full_run_but_for_its_behaviour_weights(tmp_path, monkeypatch):
     import training.train
 
     seen = []
     monkeypatch.setattr(training.train, "train", lambda config: seen.append(config))
-    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path))
+    args = argparse.Namespace(steps=100, batch_size=32, threads=1, runs=str(tmp_path), behavior_seed=None)
     for point in ("tau0.7", "tau0.7_awd"):
         mixed_dev.train_point("mixed/hopper/medium-random-v0", 2, point, args)
     full, weighted = seen
@@ -60,7 +74,8 @@ def test_rules_flag_scores_only_the_rules_asked_for(tmp_path, monkeypatch):
     monkeypatch.setattr(mixed_dev, "evaluate_rules", lambda run_dir, rules, *a: asked.append(sorted(rules)))
     rules = ["IDQL argmax Q N=64", "Gaussian (AWR, tau 0.7)"]
     args = argparse.Namespace(
-        threads=0, out=str(tmp_path), points=["tau0.7", "tau0.9"], rules=rules, steps=1, batch_size=1, episodes=1)
+        threads=0, out=str(tmp_path), points=["tau0.7", "tau0.9"], rules=rules, steps=1, batch_size=1, episodes=1,
+        behavior_seed=None)
     mixed_dev.run_seed("mixed/hopper/medium-random-v0", 0, args)
     assert asked == [sorted(rules), ["IDQL argmax Q N=64"]]  # tau0.9 has no Gaussian actor to score
     args.rules = None

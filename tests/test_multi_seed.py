@@ -21,7 +21,7 @@ from training import checkpoint
 from training.datasets import split_holdout
 from training.multi_seed import (Interrupted, MultiSeedTrainer, _clip_grad_norm_per_member, load_member,
                                  member_dir, stack_modules, train_members)
-from training.trainer import Trainer, TrainerConfig
+from training.trainer import Trainer, TrainerConfig, init_networks
 
 MEAN, STD = np.linspace(-0.5, 0.5, 11), np.linspace(0.5, 2.0, 11)  # not the identity, so normalization shows
 EXTRAS = {"use_multipliers": True, "use_gaussian_actor": True}
@@ -44,6 +44,7 @@ def single_run(seed: int, agent_config: AlignIQLConfig, tconf: TrainerConfig, ho
     torch.manual_seed(seed)
     train_set, held_out = split_holdout(random_data(), holdout, seed)
     agent = AlignIQLAgent(agent_config)
+    init_networks(agent, tconf.init)
     agent.set_normalization(MEAN, STD)
     return Trainer(agent, train_set, tconf, seed=seed, device=device, validation=held_out)
 
@@ -58,9 +59,11 @@ def weights(agent: AlignIQLAgent) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("device", ["cpu", *CUDA])
-@pytest.mark.parametrize("extras, behavior_weights", [({}, "none"), (EXTRAS, "none"), ({}, "awr")])
-def test_member_k_equals_the_single_seed_run_k(extras, behavior_weights, device):
-    seeds, tconf = [3, 0, 7], TrainerConfig(steps=50, batch_size=32, behavior_weights=behavior_weights)
+@pytest.mark.parametrize("extras, behavior_weights, init", [
+    ({}, "none", "xavier"), (EXTRAS, "none", "xavier"), ({}, "awr", "xavier"),
+    ({**EXTRAS, "actor_log_std": "sigmoid", "value_layer_norm": False}, "none", "torch")])
+def test_member_k_equals_the_single_seed_run_k(extras, behavior_weights, init, device):
+    seeds, tconf = [3, 0, 7], TrainerConfig(steps=50, batch_size=32, behavior_weights=behavior_weights, init=init)
     agent_config = config(**extras)
     multi = multi_run(seeds, agent_config, tconf, holdout=0.1, device=device)
     singles = [single_run(s, agent_config, tconf, 0.1, device) for s in seeds]

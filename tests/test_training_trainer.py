@@ -308,10 +308,10 @@ def test_training_and_sampling_feed_the_denoiser_the_same_raw_step_index(monkeyp
     assert seen and set(torch.cat([t.flatten() for t in seen]).tolist()) == set(map(float, range(T)))
 
 
-@pytest.mark.parametrize("rule", ["awr", "aligniql"])
-def test_gaussian_actor_uses_its_weights_and_climbs_the_weighted_log_likelihood(rule):
+@pytest.mark.parametrize("rule, log_std", [("awr", "clamp"), ("aligniql", "clamp"), ("awr", "sigmoid")])
+def test_gaussian_actor_uses_its_weights_and_climbs_the_weighted_log_likelihood(rule, log_std):
     torch.manual_seed(0)
-    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, eta=2.5,
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, eta=2.5, actor_log_std=log_std,
                                                               use_gaussian_actor=True, **TINY)))
     trainer = Trainer(agent, random_data(), TrainerConfig(steps=20, batch_size=32, gaussian_weights=rule,
                                                           awr_beta=2.0, actor_lr=1e-3, critic_lr=1e-2))
@@ -372,3 +372,31 @@ def test_advantage_weighted_behaviour_cloning_weights_by_the_critic_before_its_u
     assert not torch.allclose(logs["loss/bc"], (predicted - noise).square().sum(-1).mean())
     with pytest.raises(ValueError, match="behavior_weights must be one of"):
         TrainerConfig(behavior_weights="exp")
+
+
+def test_torch_init_resets_the_critic_side_mlps_and_leaves_the_denoiser():
+    from torch import nn
+
+    from training.trainer import init_networks
+
+    torch.manual_seed(0)
+    agent = with_unit_statistics(AlignIQLAgent(AlignIQLConfig(obs_dim=11, act_dim=3, use_multipliers=True,
+                                                              use_gaussian_actor=True, **TINY)))
+    before = copy.deepcopy(agent.state_dict())
+    init_networks(agent, "xavier")  # how the agent is built: nothing moves
+    assert all(torch.equal(v, agent.state_dict()[k]) for k, v in before.items())
+    init_networks(agent, "torch")
+    after = agent.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert not any(k.startswith("denoiser.") for k in changed)
+    for net in (agent.critic, agent.value, agent.alpha_net, agent.beta_net, agent.actor):
+        for layer in (m for m in net.modules() if isinstance(m, nn.Linear)):
+            bound = 1 / math.sqrt(layer.in_features)  # nn.Linear's kaiming_uniform(a=sqrt 5): U(-bound, bound)
+            assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+            assert layer.bias.abs().max() > 0  # xavier leaves biases at 0
+    assert {k for k in before if k.endswith(".weight") and not k.startswith("denoiser.")
+            and after[k].dim() == 2} <= changed
+    with pytest.raises(ValueError, match="init must be one of"):
+        init_networks(agent, "orthogonal")
+    with pytest.raises(ValueError, match="init must be one of"):
+        TrainerConfig(init="orthogonal")

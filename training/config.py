@@ -37,7 +37,7 @@ from aligniql.agent import resolve_device
 from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig, rule_defaults
 from aligniql.precision import PRECISIONS, resolve_precision
 from training.presets import PRESET_NAMES, PRESETS, Preset, dataset_slug, preset_for
-from training.trainer import BEHAVIOR_WEIGHTS, GAUSSIAN_WEIGHTS, TrainerConfig
+from training.trainer import BEHAVIOR_WEIGHTS, GAUSSIAN_WEIGHTS, INITS, TrainerConfig
 
 SAVED_FORMAT = 2
 """``train_config.json`` format: 2 holds ``config`` (this tree); 1 (before TrainConfig) held flat ``args``."""
@@ -195,6 +195,9 @@ class AgentConfig(_Group):
     gaussian_actor: str | None = option(None, choices=GAUSSIAN_WEIGHTS, const="awr")
     """Also train a Gaussian actor by weighted regression: IQL's awr weights (the flag alone) or AlignIQL's
     aligniql weights exp(-eta (Q-V)^2)."""
+    actor_log_std: str = option(AlignIQLConfig.actor_log_std, choices=("clamp", "sigmoid"))
+    """The Gaussian actor's log-std: clamp (a parameter clipped to [-5, 2], the IQL authors') or sigmoid
+    (-5 + 7 sigmoid(p), d3rlpy's)."""
     extraction: str | None = option(None, choices=EXTRACTIONS, preset=True, legacy=AlignIQLConfig.extraction)
     """Default action-extraction rule stored in config.json."""
     selection: str | None = option(None, choices=SELECTIONS, preset=True, legacy="argmax")
@@ -252,6 +255,9 @@ class OptimConfig(_Group):
     """IQL critic updates (V, twin Q, Polyak) per step, the extra ones on fresh batches: more critic training
     at ~1/5 of a full step's cost each (the critic never reads the behaviour model). The multipliers and the
     Gaussian actor still update once per step."""
+    init: str = option(_T.init, choices=INITS)
+    """How the Q, V, multiplier and Gaussian actor MLPs start: xavier (uniform, zero biases) or torch
+    (nn.Linear's default, as d3rlpy and CORL)."""
     behavior_from: str | None = option(None)
     """A trained agent (run directory, agent directory or Hub id) of the same dataset whose behaviour model (the
     EMA denoiser) this run reuses as it is: only the critic, the multipliers and the Gaussian actor train, so a
@@ -424,7 +430,7 @@ class TrainConfig:
                              multiplier_grad_clip=o.multiplier_grad_clip, actor_lr=o.actor_lr, polyak=o.polyak,
                              ema_rate=o.ema_rate, gaussian_weights=self.agent.gaussian_actor or "awr",
                              awr_beta=o.awr_beta, behavior_weights=o.behavior_weights,
-                             critic_updates=o.critic_updates,
+                             critic_updates=o.critic_updates, init=o.init,
                              train_denoiser=o.behavior_from is None, precision=o.precision)
 
     def hyperparameters(self) -> dict[str, Any]:

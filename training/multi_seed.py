@@ -47,7 +47,8 @@ from aligniql.diffusion import add_noise
 from aligniql.networks import FourierFeatures, GaussianActor
 from training import checkpoint, losses
 from training.datasets import Transitions, split_holdout
-from training.trainer import VALIDATION_ROWS, TrainerConfig, _cosine, draw_step_noise, noise_seed
+from training.trainer import (VALIDATION_ROWS, TrainerConfig, _cosine, draw_step_noise, init_networks,
+                              noise_seed)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 # are constants of the losses). The others (extraction, num_samples, env and dataset facts, ...) may differ.
 TRAINING_FIELDS = ("obs_dim", "act_dim", "normalize_obs", "hidden_dim", "value_layer_norm", "denoiser_hidden_dim",
                    "denoiser_blocks", "time_dim", "denoiser_dropout", "num_diffusion_steps", "beta_schedule",
-                   "use_multipliers", "use_gaussian_actor", "expectile", "discount", "eta")
+                   "use_multipliers", "use_gaussian_actor", "actor_log_std", "expectile", "discount", "eta")
 # the stacked networks, and the agent attribute each one is exported to (None: trained, not exported)
 ROLES = {"denoiser": None, "ema_denoiser": "denoiser", "critic": None, "target_critic": "critic",
          "value": "value", "alpha_net": "alpha_net", "beta_net": "beta_net", "actor": "actor"}
@@ -294,6 +295,7 @@ class MultiSeedTrainer:
             torch.manual_seed(seed)
             train_rows, held_rows = holdout_rows(len(transitions), holdout, seed)
             agent = AlignIQLAgent(agent_config)
+            init_networks(agent, config.init)
             if obs_mean is not None or obs_std is not None:
                 agent.set_normalization(obs_mean, obs_std)
             agents.append(agent)

@@ -41,7 +41,7 @@ from training.datasets import (DatasetNotFoundError, OfflineData, load_dataset, 
                                split_holdout)
 from training.presets import domain_of
 from training.push import NO_TOKEN, git_sha, has_token, package_versions, push_with_retry_hint, write_card
-from training.trainer import Trainer, evaluate_agent, score_of
+from training.trainer import Trainer, evaluate_agent, init_networks, score_of
 
 logger = logging.getLogger("training.train")
 SCRIPT = "python training/train.py"
@@ -166,7 +166,8 @@ def build_agent(config: TrainConfig, data: OfflineData) -> AlignIQLAgent:
         num_diffusion_steps=a.diffusion_steps, beta_schedule=a.beta_schedule, clip_sampler=a.clip_sampler,
         ddpm_temperature=a.ddpm_temperature, num_samples=a.num_samples, extraction=a.extraction,
         selection=a.selection, temperature=a.temperature, eta=a.eta, expectile=o.expectile,
-        use_multipliers=a.multipliers, use_gaussian_actor=bool(a.gaussian_actor), discount=o.discount,
+        use_multipliers=a.multipliers, use_gaussian_actor=bool(a.gaussian_actor),
+        actor_log_std=a.actor_log_std, discount=o.discount,
         reward_transform=data.reward_transform, reward_scale=data.reward_scale, reward_shift=data.reward_shift,
         env_id=data.env_id, dataset_id=data.dataset_id, ref_min_score=data.ref_min_score,
         ref_max_score=data.ref_max_score, eval_env=data.eval_env)
@@ -278,6 +279,7 @@ def setup(config: TrainConfig, data: OfflineData, command: str) -> Trainer:
     torch.manual_seed(seed)
     train_set, held_out = split_holdout(data.transitions, config.data.holdout, seed)
     agent = build_agent(config, data)
+    init_networks(agent, config.optim.init)
     # a resumed run's state holds the reused denoiser (and train_config.json its source): the source may be gone
     reuse = config.optim.behavior_from is not None and not config.run.resume
     behavior = reuse_behavior(agent, config.optim.behavior_from, seed) if reuse else None

@@ -25,6 +25,7 @@ from training.datasets import Transitions
 
 logger = logging.getLogger(__name__)
 GAUSSIAN_WEIGHTS = ("awr", "aligniql")
+INITS = ("xavier", "torch")
 BEHAVIOR_WEIGHTS = ("none", "awr")
 VALIDATION_ROWS = 4096  # held-out transitions scored per log line: ~0.1 s on a 2-core CPU, under 1 % of training
 
@@ -70,7 +71,14 @@ class TrainerConfig:
     """``bf16`` runs the denoiser's forward/backward under bfloat16 autocast (fp32 master weights and
     optimizer); the critic, whose TD targets need the precision, stays fp32. ``fp32`` is the faithful default."""
 
+    init: str = "xavier"
+    """How the Q, V, multiplier and Gaussian-actor MLPs start (:func:`init_networks`): ``xavier`` (uniform
+    weights, zero biases) or ``torch`` (``nn.Linear``'s own default, as d3rlpy and CORL leave it). Read when the
+    agent is built, before training; the denoiser keeps its jaxrl5 init either way."""
+
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.critic_updates < 1:
@@ -81,6 +89,20 @@ class TrainerConfig:
             raise ValueError(f"gaussian_weights must be one of {GAUSSIAN_WEIGHTS}, got {self.gaussian_weights!r}")
         if self.behavior_weights not in BEHAVIOR_WEIGHTS:
             raise ValueError(f"behavior_weights must be one of {BEHAVIOR_WEIGHTS}, got {self.behavior_weights!r}")
+
+
+def init_networks(agent: AlignIQLAgent, init: str) -> None:
+    """Re-initialize the agent's Q, V, multiplier and Gaussian-actor MLPs with ``init`` (see
+    :attr:`TrainerConfig.init`); ``xavier`` is how :class:`AlignIQLAgent` builds them, so it changes nothing.
+    Draws from the global RNG, like the agent's own construction: call it right after building the agent."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "xavier":
+        return
+    for net in (agent.critic, agent.value, agent.alpha_net, agent.beta_net, agent.actor):
+        for layer in () if net is None else net.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
 
 
 def _cosine(total: int):
