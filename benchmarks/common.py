@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -24,6 +25,16 @@ def seed_stats(scores: list[float]) -> dict:
     mean = statistics.fmean(scores)
     return {"mean": mean, "std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
             "std_ddof": 1}
+
+
+def versus(ours: dict, theirs: dict) -> str:
+    """``ahead``, ``tie`` or ``behind``: the issues' rule, a gap under two standard errors of the difference of
+    the seed means (sqrt(s1^2/n1 + s2^2/n2), sample stds) is a tie; ``n/a`` unless both sides have 2+ seeds."""
+    if ours["seeds"] < 2 or theirs["seeds"] < 2:
+        return "n/a"
+    gap = ours["mean"] - theirs["mean"]
+    two_se = 2 * math.sqrt(ours["std"] ** 2 / ours["seeds"] + theirs["std"] ** 2 / theirs["seeds"])
+    return "tie" if abs(gap) < two_se else ("ahead" if gap > 0 else "behind")
 
 
 def machine() -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, machine, seed_stats  # noqa: E402
+from benchmarks.common import RESULTS, machine, seed_stats, versus  # noqa: E402
 
 DEV_EVAL_SEED = 200_000
 OUT = RESULTS / "mixed_dev"
@@ -243,12 +243,16 @@ def report(dataset: str, out: Path = OUT) -> dict:
                                                                                 for r in d3])}
     summary = {"dataset": dataset, "seeds": [s["seed"] for s in seeds], "table": table, "validation": val,
                "eval_seed": DEV_EVAL_SEED, "d3rlpy_seeds": [r["seed"] for r in d3]}
+    baseline = next(iter(table.get("d3rlpy IQL", {}).values()), None)
     lines = [f"# {dataset}: seeds {summary['seeds']}, dev evaluation seeds {DEV_EVAL_SEED}+", "",
-             "| critic point | rule | score (mean ± std) | seeds | val/value | val/q |", "|---|---|---|---|---|---|"]
+             "| critic point | rule | score (mean ± std) | seeds | vs d3rlpy IQL (2 SE) | val/value | val/q |",
+             "|---|---|---|---|---|---|---|"]
     for point, rows in table.items():
         for name, row in rows.items():
             v = val.get(point, {})
-            lines.append(f"| {point} | {name} | {row['mean']:.1f} ± {row['std']:.1f} | {row['seeds']} | "
+            vs = "" if baseline is None or point == "d3rlpy IQL" else versus(row, baseline)
+            row["vs_d3rlpy"] = vs or None
+            lines.append(f"| {point} | {name} | {row['mean']:.1f} ± {row['std']:.1f} | {row['seeds']} | {vs} | "
                          f"{v.get('val/value', float('nan')):.4f} | {v.get('val/q', float('nan')):.4f} |")
     borrowed = {f"{point} seed {s['seed']}": s["points"][point]["behavior_seed"] for s in seeds
                 for point in s["points"] if "behavior_seed" in s["points"][point]}

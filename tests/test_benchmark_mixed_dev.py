@@ -21,6 +21,32 @@ def test_report_averages_each_point_and_rule_over_the_seeds(tmp_path):
         tmp_path / "mixed_hopper_medium-random-v0.md").read_text()
 
 
+def test_report_compares_every_row_with_d3rlpy_by_two_standard_errors(tmp_path):
+    rule = "IDQL argmax Q N=64"
+    for seed, a, b in ((0, 10.0, 70.0), (1, 20.0, 90.0), (2, 30.0, 80.0)):
+        (tmp_path / f"mixed_hopper_medium-random-v0_seed{seed}.json").write_text(json.dumps({"seed": seed, "points": {
+            "tau0.7": {"scores": {rule: {"score": a}}, "validation": {}},
+            "tau0.9": {"scores": {rule: {"score": b}}, "validation": {}}}}))
+    for seed, score in ((0, 86.0), (1, 82.0), (2, 21.0)):  # the d3rlpy scores of mixed hopper
+        (tmp_path / f"mixed_hopper_medium-random-v0_d3rlpy_seed{seed}.json").write_text(json.dumps(
+            {"seed": seed, "final": {"normalized_score": score}}))
+    table = mixed_dev.report("mixed/hopper/medium-random-v0", tmp_path)["table"]
+    # 20 ± 10 against 63 ± 36.4: the gap 43 is under 2 SE = 2 sqrt((100 + 1325) / 3) = 43.6
+    assert table["tau0.7"][rule]["vs_d3rlpy"] == "tie" and table["tau0.9"][rule]["vs_d3rlpy"] == "tie"
+    (tmp_path / "mixed_hopper_medium-random-v0_d3rlpy_seed2.json").unlink()  # 84 ± 2.8 alone
+    table = mixed_dev.report("mixed/hopper/medium-random-v0", tmp_path)["table"]
+    assert (table["tau0.7"][rule]["vs_d3rlpy"], table["tau0.9"][rule]["vs_d3rlpy"]) == ("behind", "tie")
+    assert "| tau0.7 | IDQL argmax Q N=64 | 20.0 ± 10.0 | 3 | behind |" in (
+        tmp_path / "mixed_hopper_medium-random-v0.md").read_text()
+
+
+def test_versus_needs_two_seeds_a_side():
+    from benchmarks.common import versus
+
+    one, two = {"mean": 5.0, "std": 0.0, "seeds": 1}, {"mean": 90.0, "std": 1.0, "seeds": 2}
+    assert versus(one, two) == "n/a" and versus(two, {**two, "mean": 10.0}) == "ahead"
+
+
 def test_critic_points_reuse_the_full_runs_behaviour_model(tmp_path, monkeypatch):
     import training.train
 
