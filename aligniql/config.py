@@ -16,8 +16,10 @@ FILE_INFO_KEYS: tuple[str, ...] = ("aligniql_version", "weights_sha256")
 
 Extraction = Literal["aligniql", "aligniql_hard", "idql", "idql_expectile", "gaussian"]
 Selection = Literal["argmax", "softmax"]
+ActorLogStd = Literal["clamp", "sigmoid"]
 EXTRACTIONS: tuple[str, ...] = get_args(Extraction)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+ACTOR_LOG_STDS: tuple[str, ...] = get_args(ActorLogStd)
 EXPECTILE_ARGMAX = ("extraction='idql_expectile' gives every candidate with Q > V the same weight, so its argmax is "
                     "just the first such candidate (a bug of the official AlignIQL evaluation code); use "
                     "selection='softmax' (IDQL samples p = w / sum w at temperature 1), or extraction='idql' for "
@@ -93,7 +95,7 @@ class AlignIQLConfig:
     """Whether the AlignIQL-hard multiplier nets alpha(s), beta(s) were trained and are stored."""
     use_gaussian_actor: bool = False
     """Whether a Gaussian weighted-regression actor is stored."""
-    actor_log_std: Literal["clamp", "sigmoid"] = "clamp"
+    actor_log_std: ActorLogStd = "clamp"
     """The Gaussian actor's state-independent log-std: ``clamp`` (a parameter clipped to [-5, 2], the IQL
     authors' code) or ``sigmoid`` (-5 + 7 sigmoid(p), d3rlpy's IQL: starts at -1.5 and keeps a gradient at the
     bounds). Only the training loss reads it: acting uses the mean."""
@@ -168,8 +170,8 @@ class AlignIQLConfig:
         need(self.extraction != "aligniql_hard" or self.use_multipliers,
              "extraction='aligniql_hard' needs use_multipliers=True")
         need(self.extraction != "idql_expectile" or self.selection == "softmax", EXPECTILE_ARGMAX)
-        need(self.actor_log_std in ("clamp", "sigmoid"),
-             f"actor_log_std must be 'clamp' or 'sigmoid', got {self.actor_log_std!r}")
+        need(self.actor_log_std in ACTOR_LOG_STDS,
+             f"actor_log_std must be one of {ACTOR_LOG_STDS}, got {self.actor_log_std!r}")
         need(self.extraction != "gaussian" or self.use_gaussian_actor,
              "extraction='gaussian' needs use_gaussian_actor=True")
         need(self.eval_env is None or (isinstance(self.eval_env, dict) and isinstance(self.eval_env.get("id"), str)),

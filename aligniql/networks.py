@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aligniql.config import ACTOR_LOG_STDS
+
 
 def _xavier(layer: nn.Linear) -> nn.Linear:
     nn.init.xavier_uniform_(layer.weight)
@@ -143,8 +145,8 @@ class GaussianActor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, log_std: str = "clamp") -> None:
         super().__init__()
-        if log_std not in ("clamp", "sigmoid"):
-            raise ValueError(f"log_std must be 'clamp' or 'sigmoid', got {log_std!r}")
+        if log_std not in ACTOR_LOG_STDS:
+            raise ValueError(f"log_std must be one of {ACTOR_LOG_STDS}, got {log_std!r}")
         self.net = mlp(obs_dim, hidden_dim, act_dim)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
         self.log_std_mode = log_std

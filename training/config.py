@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from aligniql.agent import resolve_device
-from aligniql.config import EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig, rule_defaults
+from aligniql.config import (ACTOR_LOG_STDS, EXTRACTIONS, REWARD_TRANSFORMS, SELECTIONS, AlignIQLConfig,
+                             rule_defaults)
 from aligniql.precision import PRECISIONS, resolve_precision
 from training.presets import PRESET_NAMES, PRESETS, Preset, dataset_slug, preset_for
 from training.trainer import BEHAVIOR_WEIGHTS, GAUSSIAN_WEIGHTS, INITS, TrainerConfig
@@ -195,7 +196,7 @@ class AgentConfig(_Group):
     gaussian_actor: str | None = option(None, choices=GAUSSIAN_WEIGHTS, const="awr")
     """Also train a Gaussian actor by weighted regression: IQL's awr weights (the flag alone) or AlignIQL's
     aligniql weights exp(-eta (Q-V)^2)."""
-    actor_log_std: str = option(AlignIQLConfig.actor_log_std, choices=("clamp", "sigmoid"))
+    actor_log_std: str = option(AlignIQLConfig.actor_log_std, choices=ACTOR_LOG_STDS)
     """The Gaussian actor's log-std: clamp (a parameter clipped to [-5, 2], the IQL authors') or sigmoid
     (-5 + 7 sigmoid(p), d3rlpy's)."""
     extraction: str | None = option(None, choices=EXTRACTIONS, preset=True, legacy=AlignIQLConfig.extraction)

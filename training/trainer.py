@@ -73,8 +73,10 @@ class TrainerConfig:
 
     init: str = "xavier"
     """How the Q, V, multiplier and Gaussian-actor MLPs start (:func:`init_networks`): ``xavier`` (uniform
-    weights, zero biases) or ``torch`` (``nn.Linear``'s own default, as d3rlpy and CORL leave it). Read when the
-    agent is built, before training; the denoiser keeps its jaxrl5 init either way."""
+    weights, zero biases) or ``torch`` (``nn.Linear``'s own default, as d3rlpy and CORL leave it). The
+    :class:`Trainer` takes the agent as given and does not apply it: whoever builds the agent calls
+    :func:`init_networks` right after (``train.py`` and :class:`~training.multi_seed.MultiSeedTrainer` do), so
+    the draws follow the agent's own. The denoiser keeps its jaxrl5 init either way."""
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
