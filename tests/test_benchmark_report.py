@@ -157,6 +157,7 @@ def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     rules = {"AlignIQL": {"mean": 70.0, "std": 2.0, "seeds": 3},
              "IDQL (argmax Q)": {"mean": 80.0, "std": 1.0, "seeds": 3},
+             "IQL-AWR softmax (T = 1/awr_beta)": {"mean": 75.0, "std": 3.0, "seeds": 3},
              "d3rlpy IQL": {"mean": 82.0, "std": 0.5, "seeds": 3}}
     _quality(tmp_path, "h", "bench/hopper/medium-v0", "normalized score", rules)
     _quality(tmp_path, "p", "bench/pointmaze/medium-v0", "success rate (%)", {"AlignIQL": {"mean": 90.0, "std": 0.0,
@@ -167,17 +168,18 @@ def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(
     (tmp_path / "mixed_dev").mkdir()
     (tmp_path / "mixed_dev" / "mixed_hopper_x_seed0.json").write_text("{}")  # a seed's raw state: not a summary
     (tmp_path / "mixed_dev" / "mixed_hopper_x.json").write_text(json.dumps({"dataset": "mixed/hopper/x", "table": {
-        "tau0.7": {"IDQL argmax Q N=64": {"mean": 30.0, "std": 20.0, "seeds": 2}},
+        "tau0.7": {"IDQL argmax Q N=64": {"mean": 30.0, "std": 20.0, "seeds": 2},
+                   "IDQL softmax Q N=64, T = 1/3": {"mean": 50.0, "std": 0.0, "seeds": 1}},
         "tau0.9": {"IDQL argmax Q N=64": {"mean": 5.0, "std": 0.0, "seeds": 2}},
         "d3rlpy IQL": {"d3rlpy IQL (tau 0.7, AWR actor)": {"mean": 84.0, "std": 2.0, "seeds": 2}}}}))
     lines = report.headline()
-    # locomotion acts by argmax Q, the mazes by AlignIQL's rule (training/presets.py), the bold cell says which
-    assert "| hopper/medium-v0 | 3 | 70.0 ± 2.0 | **80.0 ± 1.0** | 82.0 ± 0.5 |" in lines
-    assert "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – |" in lines
-    assert "| mixed/hopper/x (dev set) | 2 | – | **30.0 ± 20.0** | 84.0 ± 2.0 |" in lines
+    # locomotion acts by IQL's AWR softmax, the mazes by AlignIQL's rule (training/presets.py), the bold cell says which
+    assert "| hopper/medium-v0 | 3 | 70.0 ± 2.0 | 80.0 ± 1.0 | **75.0 ± 3.0** | 82.0 ± 0.5 |" in lines
+    assert "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – | – |" in lines
+    assert "| mixed/hopper/x (dev set) | 2 | – | 30.0 ± 20.0 | **50.0** (1 seed) | 84.0 ± 2.0 |" in lines
     assert sum("hopper/medium-v0" in line for line in lines) == 1
-    assert lines.index("| hopper/medium-v0 | 3 | 70.0 ± 2.0 | **80.0 ± 1.0** | 82.0 ± 0.5 |") < lines.index(
-        "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – |")
+    assert lines.index("| hopper/medium-v0 | 3 | 70.0 ± 2.0 | 80.0 ± 1.0 | **75.0 ± 3.0** | 82.0 ± 0.5 |") < lines.index(
+        "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – | – |")
 
 
 def test_write_readme_replaces_only_between_its_markers(tmp_path):
@@ -193,7 +195,12 @@ def test_write_readme_replaces_only_between_its_markers(tmp_path):
 def test_readme_summary_bolds_no_column_for_a_default_it_has_no_column_for(monkeypatch):
     import dataclasses
 
-    softmax = dataclasses.replace(report.PRESETS["locomotion"], extraction="idql", selection="softmax")
-    monkeypatch.setitem(report.PRESETS, "locomotion", softmax)
-    assert report.default_column("locomotion") is None  # argmax Q's column is not a softmax over Q
+    assert report.default_column("locomotion") == "IQL-AWR softmax"  # softmax over Q at T = 1 / awr_beta
+    sharper = dataclasses.replace(report.PRESETS["locomotion"], extraction="idql", selection="softmax",
+                                  temperature=0.1)
+    monkeypatch.setitem(report.PRESETS, "locomotion", sharper)
+    assert report.default_column("locomotion") is None  # no column holds a softmax over Q at T = 1/10
+    greedy = dataclasses.replace(sharper, selection="argmax")
+    monkeypatch.setitem(report.PRESETS, "locomotion", greedy)
+    assert report.default_column("locomotion") == "argmax Q"
     assert report.default_column("pointmaze") == "AlignIQL rule"

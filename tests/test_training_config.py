@@ -144,11 +144,15 @@ def test_value_layer_norm_is_a_preset_field_settable_both_ways():
     assert off.agent.value_layer_norm is False
 
 
-def test_the_default_preset_acts_by_argmax_q_on_locomotion_and_the_paper_preset_by_alignments_rule():
+def test_the_default_preset_acts_by_iqls_awr_policy_on_locomotion_and_the_paper_preset_by_alignments_rule():
     config = TrainConfig.create(dataset="bench/hopper/medium-v0")
     assert config.agent.extraction is None  # the preset decides
-    assert config.resolved("bench/hopper/medium-v0", "Hopper-v5").agent.extraction == "idql"
-    assert config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5").agent.extraction == "aligniql"
+    ours = config.resolved("bench/hopper/medium-v0", "Hopper-v5")
+    # IQL's policy mu(a|s) exp(awr_beta A): a softmax over Q at T = 1 / the preset's awr_beta
+    assert (ours.agent.extraction, ours.agent.selection) == ("idql", "softmax")
+    assert ours.agent.temperature == pytest.approx(1 / ours.optim.awr_beta) == pytest.approx(1 / 3)
+    paper = config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5").agent
+    assert (paper.extraction, paper.selection, paper.temperature) == ("aligniql", "argmax", 1.0)
     assert config.resolved("bench/pointmaze/medium-v0", "PointMaze_Medium-v3").agent.extraction == "aligniql"
     mine = config.replace(extraction="aligniql").resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert (mine.agent.extraction, mine.agent.selection) == ("aligniql", "argmax")  # a value given always wins

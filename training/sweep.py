@@ -468,8 +468,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines += [f"| {d} | " + " | ".join(cell.get((m, d), "–") for m in methods) + " |" for d in datasets]
     return "\n".join(lines) + (f"\n\nmean ± sample std over seeds (number of seeds); {summary['metric']}. AlignIQL: "
                                "each trial's agent with its own default act() (the extraction its config.json "
-                               "names: argmax Q for locomotion agents of the default preset, else AlignIQL's "
-                               "-(Q-V)^2); the other columns: that agent with the rule named.\n")
+                               "names: IQL's AWR softmax over Q at T = 1/awr_beta for locomotion agents "
+                               "of the default preset, else AlignIQL's -(Q-V)^2); the other columns: that agent with the rule named.\n")
 
 
 def write_results(spec: SweepSpec, sweep_dir: Path) -> dict[str, Any]:
