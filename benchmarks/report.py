@@ -261,8 +261,8 @@ def headline() -> list[str]:
         seeds = max((r["seeds"] for r in table.values()), default=0)
         cells = [_cell(table.get(name), column == default_column("locomotion"), seeds)
                  for column, (_, name) in SUMMARY_RULES.items()]
-        d3 = next(iter(d["table"].get("d3rlpy IQL", {}).values()), None)
-        out.append(f"| {d['dataset']} (dev set) | {seeds} | " + " | ".join(cells) + f" | {_cell(d3, row_seeds=seeds)} |")
+        d3 = _cell(next(iter(d["table"].get("d3rlpy IQL", {}).values()), None), row_seeds=seeds)
+        out.append(f"| {d['dataset']} (dev set) | {seeds} | " + " | ".join(cells) + f" | {d3} |")
     note = "Bold: the rule the dataset's agents use by default (`training/presets.py`); mean ± sample std over seeds."
     s = load("speed_cpu.json")
     rate = {r["kind"]: r["steps_per_s"] for r in s["rows"] if r["batch_size"] == 256} if s else {}

@@ -469,7 +469,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + (f"\n\nmean ± sample std over seeds (number of seeds); {summary['metric']}. AlignIQL: "
                                "each trial's agent with its own default act() (the extraction its config.json "
                                "names: IQL's AWR softmax over Q at T = 1/awr_beta for locomotion agents "
-                               "of the default preset, else AlignIQL's -(Q-V)^2); the other columns: that agent with the rule named.\n")
+                               "of the default preset, else AlignIQL's -(Q-V)^2); the other columns: that agent "
+                               "with the rule named.\n")
 
 
 def write_results(spec: SweepSpec, sweep_dir: Path) -> dict[str, Any]:
