@@ -24,7 +24,8 @@ def test_every_field_is_a_flag_with_its_doc_and_default_in_the_help():
             assert flag in help_text
             assert " ".join(docs[f.name].split()) in help_text, f.name
     for text in ("--critic-lr CRITIC_LR Adam learning rate", "(default: 0.005)", "(default: 0.001)",
-                 "--denoiser-weight-decay", "(default: 0.0001)", "(preset: 0.7 (locomotion", "0.9 (antmaze)"):
+                 "--denoiser-weight-decay", "(default: 0.0001)", "(preset: 0.7 (locomotion", "0.9 (antmaze)",
+                 "(preset: 0.3333 (locomotion), 1 (antmaze"):  # floats shown short
         assert text in help_text, text
 
 
