@@ -160,8 +160,8 @@ def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(
              "IQL-AWR softmax (T = 1/awr_beta)": {"mean": 75.0, "std": 3.0, "seeds": 3},
              "d3rlpy IQL": {"mean": 82.0, "std": 0.5, "seeds": 3}}
     _quality(tmp_path, "h", "bench/hopper/medium-v0", "normalized score", rules)
-    _quality(tmp_path, "p", "bench/pointmaze/medium-v0", "success rate (%)", {"AlignIQL": {"mean": 90.0, "std": 0.0,
-                                                                                              "seeds": 1}})
+    _quality(tmp_path, "a", "bench/antmaze/umaze-v0", "success rate (%)", {"AlignIQL": {"mean": 90.0, "std": 0.0,
+                                                                                          "seeds": 1}})
     _quality(tmp_path, "h_noln", "bench/hopper/medium-v0", "normalized score", rules)  # a tagged variant: left out
     (tmp_path / "quality_h_noln.json").write_text(json.dumps({**json.loads(
         (tmp_path / "quality_h_noln.json").read_text()), "tag": "noln"}))
@@ -173,13 +173,13 @@ def test_readme_summary_marks_each_datasets_default_rule_and_reads_the_dev_sets(
         "tau0.9": {"IDQL argmax Q N=64": {"mean": 5.0, "std": 0.0, "seeds": 2}},
         "d3rlpy IQL": {"d3rlpy IQL (tau 0.7, AWR actor)": {"mean": 84.0, "std": 2.0, "seeds": 2}}}}))
     lines = report.headline()
-    # locomotion acts by IQL's AWR softmax, the mazes by AlignIQL's rule (training/presets.py), the bold cell says which
+    # locomotion acts by IQL's AWR softmax, AntMaze by AlignIQL's rule (training/presets.py), the bold cell says which
     assert "| hopper/medium-v0 | 3 | 70.0 ± 2.0 | 80.0 ± 1.0 | **75.0 ± 3.0** | 82.0 ± 0.5 |" in lines
-    assert "| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – | – |" in lines
+    assert "| antmaze/umaze-v0 (success %) | 1 | **90.0** | – | – | – |" in lines
     assert "| mixed/hopper/x (dev set) | 2 | – | 30.0 ± 20.0 | **50.0** (1 seed) | 84.0 ± 2.0 |" in lines
     assert sum("hopper/medium-v0" in line for line in lines) == 1
     hopper = "| hopper/medium-v0 | 3 | 70.0 ± 2.0 | 80.0 ± 1.0 | **75.0 ± 3.0** | 82.0 ± 0.5 |"
-    assert lines.index(hopper) < lines.index("| pointmaze/medium-v0 (success %) | 1 | **90.0** | – | – | – |")
+    assert lines.index(hopper) < lines.index("| antmaze/umaze-v0 (success %) | 1 | **90.0** | – | – | – |")
 
 
 def test_write_readme_replaces_only_between_its_markers(tmp_path):
@@ -203,4 +203,5 @@ def test_readme_summary_bolds_no_column_for_a_default_it_has_no_column_for(monke
     greedy = dataclasses.replace(sharper, selection="argmax")
     monkeypatch.setitem(report.PRESETS, "locomotion", greedy)
     assert report.default_column("locomotion") == "argmax Q"
-    assert report.default_column("pointmaze") == "AlignIQL rule"
+    assert report.default_column("pointmaze") == "IQL-AWR softmax"
+    assert report.default_column("antmaze") == "AlignIQL rule"

@@ -25,7 +25,7 @@ def test_every_field_is_a_flag_with_its_doc_and_default_in_the_help():
             assert " ".join(docs[f.name].split()) in help_text, f.name
     for text in ("--critic-lr CRITIC_LR Adam learning rate", "(default: 0.005)", "(default: 0.001)",
                  "--denoiser-weight-decay", "(default: 0.0001)", "(preset: 0.7 (locomotion", "0.9 (antmaze)",
-                 "(preset: 0.3333 (locomotion), 1 (antmaze"):  # floats shown short
+                 "(preset: 0.3333 (locomotion, pointmaze), 1 (antmaze"):  # floats shown short
         assert text in help_text, text
 
 
@@ -154,7 +154,8 @@ def test_the_default_preset_acts_by_iqls_awr_policy_on_locomotion_and_the_paper_
     assert ours.agent.temperature == pytest.approx(1 / ours.optim.awr_beta) == pytest.approx(1 / 3)
     paper = config.replace(preset="paper").resolved("bench/hopper/medium-v0", "Hopper-v5").agent
     assert (paper.extraction, paper.selection, paper.temperature) == ("aligniql", "argmax", 1.0)
-    assert config.resolved("bench/pointmaze/medium-v0", "PointMaze_Medium-v3").agent.extraction == "aligniql"
+    assert config.resolved("bench/pointmaze/medium-v0", "PointMaze_Medium-v3").agent.extraction == "idql"
+    assert config.resolved("bench/antmaze/umaze-v0").agent.extraction == "aligniql"
     mine = config.replace(extraction="aligniql").resolved("bench/hopper/medium-v0", "Hopper-v5")
     assert (mine.agent.extraction, mine.agent.selection) == ("aligniql", "argmax")  # a value given always wins
     expectile = config.replace(extraction="idql_expectile").resolved("bench/hopper/medium-v0", "Hopper-v5")
