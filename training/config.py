@@ -502,12 +502,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _preset_help(name: str) -> str:
+    def show(v: Any) -> str:  # 1/3 as 0.3333, not 0.3333333333333333
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
     values: dict[Any, list[str]] = {}
     for domain, preset in PRESETS.items():
         values.setdefault(getattr(preset, name), []).append(domain)
-    def show(v: Any) -> str:  # 1/3, not 0.3333333333333333
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
     if len(values) == 1:
         return f"preset: {show(next(iter(values)))}"
     return "preset: " + ", ".join(f"{show(v)} ({', '.join(domains)})" for v, domains in values.items())

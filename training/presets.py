@@ -60,6 +60,13 @@ PAPER_PRESETS: dict[str, Preset] = {
 }
 """What the official launchers set, per domain: ``--preset paper``. Never changed by our own choices."""
 
+
+def _iql_awr_rule(domain: str) -> dict[str, Any]:
+    """IQL's AWR policy over the candidates: a softmax over Q at T = 1 / the domain's paper awr_beta. The
+    temperature is fixed here: a run's --awr-beta (the Gaussian actor's weights) does not move it."""
+    return {"extraction": "idql", "selection": "softmax", "temperature": 1 / PAPER_PRESETS[domain].awr_beta}
+
+
 OUR_CHOICES: dict[str, dict[str, Any]] = {
     # extraction: IQL's own extracted policy over the N candidates, pi(a|s) ~ mu(a|s) exp(awr_beta A(s, a)), drawn by
     # a softmax over Q at T = 1/awr_beta = 1/3 (V(s) cancels) instead of AlignIQL's argmax -(Q-V)^2, which picks the
@@ -72,13 +79,11 @@ OUR_CHOICES: dict[str, dict[str, Any]] = {
     # Before: argmax Q (IDQL's greedy rule), which fails that target on mixed walker2d and hopper/medium-expert.
     # V's input LayerNorm stays: dropping it helped on both dev sets but made argmax Q collapse on
     # hopper/medium-expert (14.5 -> -0.1, paired on one behaviour model; benchmarks/README.md).
-    "locomotion": {"extraction": "idql", "selection": "softmax",
-                   "temperature": 1 / PAPER_PRESETS["locomotion"].awr_beta},
+    "locomotion": _iql_awr_rule("locomotion"),
     # PointMaze (no dev set): the same rule by a rule written before its last seed finished (benchmarks/README.md,
     # "2026-12-03 (night)"): 3 seeds at one commit, 100 % success on every seed against AlignIQL argmax's 90
     # (d3rlpy 96.7 +- 5.8). Its awr_beta (3, our choice for maze2d) sets T = 1/3.
-    "pointmaze": {"extraction": "idql", "selection": "softmax",
-                  "temperature": 1 / PAPER_PRESETS["pointmaze"].awr_beta},
+    "pointmaze": _iql_awr_rule("pointmaze"),
 }
 """Where this package's defaults depart from the paper's, per domain, and only where a measured protocol says so
 (benchmarks/README.md, "Choosing the defaults"); ``--preset paper`` undoes them."""
