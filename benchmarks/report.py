@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import versus  # noqa: E402
 from training.presets import PRESETS, domain_of  # noqa: E402  (no torch: the defaults the summary marks)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -175,6 +176,109 @@ def softmax_spread(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
+BC = ("Diffusion BC (N=1)", "Diffusion BC (N=1)")  # its quality.py and dev-suite names
+BEHAVIOUR_FILES = ("mixed_datasets.json", "narrow_datasets.json")  # make_mixed.py / make_narrow.py: best part
+
+
+def bc_floor(ours: dict, bc: dict) -> str:
+    """Issue 18's floor: ``ok`` unless the default is below diffusion BC by more than the seed spread (the larger
+    of the two sample stds); ``n/a`` with fewer than 2 seeds on either side, where there is no spread."""
+    if ours["seeds"] < 2 or bc["seeds"] < 2:
+        return "n/a"
+    short = bc["mean"] - ours["mean"]
+    return "ok" if short <= max(ours["std"], bc["std"]) else f"below by {short:.1f}"
+
+
+def best_behaviour() -> dict[str, float]:
+    """Dev set -> the normalized score of the best behaviour policy inside it, as its generator recorded it."""
+    out = {}
+    for name in BEHAVIOUR_FILES:
+        for dataset, meta in ((load(name) or {}).get("datasets") or {}).items():
+            if "best_normalized_return_mean" in meta:
+                out[dataset] = meta["best_normalized_return_mean"]
+    return out
+
+
+def target_rows() -> list[dict]:
+    """One row per shared dataset (untagged quality JSONs) and dev set (the official tau 0.7 critic): the default
+    rule's seeds against d3rlpy's IQL and diffusion BC, and on dev sets against the best behaviour inside them."""
+    rows = []
+    for q in (json.loads(p.read_text()) for p in sorted(RESULTS.glob("quality_*.json"))):
+        if q.get("tag"):
+            continue
+        domain = domain_of(q["dataset"])
+        column = default_column(domain)
+        rule = SUMMARY_RULES[column][0] if column else None
+        rows.append({"dataset": q["dataset"].removeprefix("bench/"), "kind": domain, "column": column,
+                     "ours": q["table"].get(rule), "d3rlpy": q["table"].get("d3rlpy IQL"),
+                     "bc": q["table"].get(BC[0]), "commits": len(q.get("commits") or []) or None, "best": None})
+    best = best_behaviour()
+    column = default_column("locomotion")
+    for d in (json.loads(p.read_text()) for p in sorted((RESULTS / "mixed_dev").glob("*.json"))
+              if "_seed" not in p.name):
+        table = d["table"].get("tau0.7", {})
+        rows.append({"dataset": d["dataset"], "kind": "dev", "column": column,
+                     "ours": table.get(SUMMARY_RULES[column][1]) if column else None,
+                     "d3rlpy": next(iter(d["table"].get("d3rlpy IQL", {}).values()), None),
+                     "bc": table.get(BC[1]), "commits": None, "best": best.get(d["dataset"])})
+    return rows
+
+
+def targets() -> list[str]:
+    """The quality issues' targets, checked from the same JSONs as the tables: the default act() against d3rlpy's
+    IQL (a gap under two standard errors is a tie, ``common.versus``), diffusion BC's floor (:func:`bc_floor`)
+    and, on the dev sets, the share of the best behaviour policy inside them (issue 18: 60 %, moonshot 80 %)."""
+    rows = target_rows()
+    if not rows:
+        return []
+    out = ["| dataset | default rule | seeds | training commits | default | d3rlpy IQL | vs d3rlpy | diffusion BC | "
+           "BC floor | best behaviour | default / best |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ours, d3, bc = r["ours"], r["d3rlpy"], r["bc"]
+        vs = versus(ours, d3) if ours and d3 else "n/a"
+        floor = bc_floor(ours, bc) if ours and bc else "n/a"
+        share = f"{100 * ours['mean'] / r['best']:.0f} %" if ours and r["best"] else "–"
+        best = f"{r['best']:.1f}" if r["best"] is not None else "–"
+        out.append(f"| {r['dataset']}{' (dev set)' if r['kind'] == 'dev' else ''} | {r['column'] or '–'} | "
+                   f"{ours['seeds'] if ours else 0} | {r['commits'] or '–'} | {_cell(ours)} | {_cell(d3)} | {vs} | "
+                   f"{_cell(bc)} | {floor} | {best} | {share} |")
+
+    def count(group: list[dict], ok) -> str:
+        return f"{sum(map(ok, group))} of {len(group)}"
+
+    def tie_or_better(r: dict) -> bool:
+        return bool(r["ours"] and r["d3rlpy"]) and versus(r["ours"], r["d3rlpy"]) in ("tie", "ahead")
+
+    def floor(r: dict) -> str:
+        return bc_floor(r["ours"], r["bc"]) if r["ours"] and r["bc"] else "n/a"
+
+    def floors(group: list[dict]) -> str:  # over the rows that can be judged (BC and the default, 2+ seeds each)
+        judged = [r for r in group if floor(r) != "n/a"]
+        return count(judged, lambda r: floor(r) == "ok")
+
+    dev = [r for r in rows if r["kind"] == "dev"]
+    with_d3 = [r for r in dev if r["d3rlpy"]]
+    shared = [r for r in rows if r["kind"] in ("locomotion", "pointmaze")]
+    ant = [r for r in rows if r["kind"] == "antmaze"]
+    share = [r for r in dev if r["ours"] and r["best"]]
+    unrun = sorted(set(best_behaviour()) - {r["dataset"] for r in dev})
+    out += ["", "Tie or better against d3rlpy's IQL needs 2+ seeds on both sides; \"commits\" counts the commits "
+            "that trained the dataset's seeds (one is what a fair table needs).", ""]
+    if dev or shared:
+        out.append(f"Issue 18 (target: every dev set and ≥ 4 of the 5 shared locomotion/PointMaze datasets tie or "
+                   f"better, no BC floor broken, dev sets ≥ 60 % of their best behaviour): dev sets "
+                   f"{count(with_d3, tie_or_better)} with a d3rlpy baseline ({len(dev) - len(with_d3)} without one); "
+                   f"shared {count(shared, tie_or_better)}; BC floor held on {floors(dev + shared)}; "
+                   f"≥ 60 % of the best behaviour on "
+                   f"{count(share, lambda r: r['ours']['mean'] >= 0.6 * r['best'])} dev sets, "
+                   f"≥ 80 % on {count(share, lambda r: r['ours']['mean'] >= 0.8 * r['best'])}."
+                   + (f" Built but not evaluated yet: {', '.join(f'`{d}`' for d in unrun)}." if unrun else ""))
+    if ant:
+        out.append(f"Issue 17 (AntMaze: the default ≥ d3rlpy's IQL and diffusion BC): tie or better against "
+                   f"d3rlpy {count(ant, tie_or_better)}; BC floor held on {floors(ant)}.")
+    return out + [""]
+
+
 def speed() -> list[str]:
     s = load("speed_cpu.json")
     if s is None:
@@ -275,7 +379,8 @@ def headline() -> list[str]:
 
 
 def render(level: str = "###") -> str:
-    sections = [("Quality", quality()), ("Extraction rules", extraction()), ("Training speed", speed()),
+    sections = [("Quality", quality()), ("The default act() against the quality targets", targets()),
+                ("Extraction rules", extraction()), ("Training speed", speed()),
                 ("Act latency", latency())]
     return "".join(f"{level} {title}\n\n" + "\n".join(lines) + "\n\n" for title, lines in sections if lines)
 

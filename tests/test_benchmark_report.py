@@ -205,3 +205,47 @@ def test_readme_summary_bolds_no_column_for_a_default_it_has_no_column_for(monke
     assert report.default_column("locomotion") == "argmax Q"
     assert report.default_column("pointmaze") == "IQL-AWR softmax"
     assert report.default_column("antmaze") == "AlignIQL rule"
+
+
+def test_bc_floor_allows_the_seed_spread_and_needs_two_seeds():
+    def r(mean, std, seeds=3):
+        return {"mean": mean, "std": std, "seeds": seeds}
+
+    assert report.bc_floor(r(40.9, 5.6), r(46.8, 9.9)) == "ok"  # 5.9 short, inside BC's spread of 9.9
+    assert report.bc_floor(r(18.1, 3.1), r(46.8, 9.9)) == "below by 28.7"
+    assert report.bc_floor(r(50.0, 0.0), r(40.0, 0.0)) == "ok"  # above BC
+    assert report.bc_floor(r(10.0, 0.0, 1), r(40.0, 1.0)) == "n/a"  # one seed: no spread to compare with
+
+
+def test_targets_check_the_default_rule_of_each_dataset_against_d3rlpy_bc_and_the_best_behaviour(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    _quality(tmp_path, "h", "bench/hopper/medium-v0", "normalized score",
+             {"IDQL (argmax Q)": {"mean": 81.0, "std": 0.1, "seeds": 3},  # not the default: never read
+              "IQL-AWR softmax (T = 1/awr_beta)": {"mean": 72.7, "std": 0.1, "seeds": 3},
+              "Diffusion BC (N=1)": {"mean": 72.5, "std": 0.1, "seeds": 3},
+              "d3rlpy IQL": {"mean": 82.2, "std": 1.0, "seeds": 3}})
+    _quality(tmp_path, "w", "bench/walker2d/medium-v0", "normalized score",
+             {"IQL-AWR softmax (T = 1/awr_beta)": {"mean": 76.1, "std": 8.5, "seeds": 2},
+              "d3rlpy IQL": {"mean": 69.7, "std": 20.6, "seeds": 3}})
+    (tmp_path / "mixed_dev").mkdir()
+    (tmp_path / "mixed_dev" / "mixed_hopper_x.json").write_text(json.dumps({"dataset": "mixed/hopper/x", "table": {
+        "tau0.7": {"IDQL softmax Q N=64, T = 1/3": {"mean": 52.0, "std": 19.0, "seeds": 3},
+                   "Diffusion BC (N=1)": {"mean": 7.6, "std": 0.4, "seeds": 3}},
+        "d3rlpy IQL": {"d3rlpy IQL (tau 0.7, AWR actor)": {"mean": 63.0, "std": 36.0, "seeds": 3}}}}))
+    (tmp_path / "mixed_datasets.json").write_text(json.dumps({"datasets": {
+        "mixed/hopper/x": {"best_normalized_return_mean": 65.0},
+        "mixed/cheetah/y": {"best_normalized_return_mean": 45.0}}}))
+    lines = report.targets()
+    assert ("| hopper/medium-v0 | IQL-AWR softmax | 3 | – | 72.7 ± 0.1 | 82.2 ± 1.0 | behind | 72.5 ± 0.1 | ok | – "
+            "| – |") in lines
+    assert ("| walker2d/medium-v0 | IQL-AWR softmax | 2 | – | 76.1 ± 8.5 | 69.7 ± 20.6 | tie | – | n/a | – | – |"
+            in lines)
+    assert ("| mixed/hopper/x (dev set) | IQL-AWR softmax | 3 | – | 52.0 ± 19.0 | 63.0 ± 36.0 | tie | 7.6 ± 0.4 | "
+            "ok | 65.0 | 80 % |") in lines
+    summary = next(line for line in lines if line.startswith("Issue 18"))
+    assert "dev sets 1 of 1 with a d3rlpy baseline" in summary and "shared 1 of 2;" in summary
+    assert "BC floor held on 2 of 2" in summary  # the dev set and hopper; walker2d has no BC row
+    assert "≥ 60 % of the best behaviour on 1 of 1 dev sets, ≥ 80 % on 1 of 1" in summary
+    assert "Built but not evaluated yet: `mixed/cheetah/y`." in summary
+    assert not any(line.startswith("Issue 17") for line in lines)  # no AntMaze results: no AntMaze line
